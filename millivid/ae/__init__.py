@@ -1,0 +1,1 @@
+"""The hierarchical autoencoder: a pyramid of token levels per frame."""

@@ -1,0 +1,49 @@
+"""Configuration of the hierarchical autoencoder and its training."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from millivid.schema import Frozen, TrainConfig
+
+
+class LpipsConfig(Frozen):
+    """Which LPIPS backbone to use; `random` is an explicit, logged fallback for offline machines."""
+
+    net: Literal["alex", "vgg"] = "vgg"
+    backbone: Literal["auto", "pretrained", "random"] = Field(
+        "auto",
+        description="pretrained: torchvision weights from the hub cache or weights_path (error if absent); "
+        "random: random backbone; auto: pretrained when found, else random with a warning and an MLflow tag",
+    )
+    weights_path: str | None = Field(None, description="file or URI of the torchvision backbone state dict")
+
+
+class AutoencoderModelConfig(Frozen):
+    patch: int = Field(4, ge=1, description="patch side in pixels, the same at every level")
+    levels: int = Field(4, ge=1, description="pyramid levels; level l has 4^-l of the finest tokens")
+    latent_channels: int = Field(16, ge=1, description="channels per latent token (c)")
+    width: int = Field(128, ge=8)
+    encoder_depth: int = Field(2, ge=1)
+    decoder_depth: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    variant: Literal["hierarchical", "downscaled"] = "hierarchical"
+
+
+class AutoencoderLossConfig(Frozen):
+    level_weight_base: float = Field(
+        4.0, ge=0, description="MSE of pyramid level l is weighted by base^l (the reference uses 4)"
+    )
+    lpips_weight: float = Field(0.05, ge=0)
+
+
+class AutoencoderConfig(Frozen):
+    model: AutoencoderModelConfig = AutoencoderModelConfig()
+    loss: AutoencoderLossConfig = AutoencoderLossConfig()
+    lpips: LpipsConfig = LpipsConfig()
+    train: TrainConfig = TrainConfig()
+    compare_downscaled: bool = Field(
+        False, description="also train the downscaled variant and compare the two level by level"
+    )

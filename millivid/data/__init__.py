@@ -1,0 +1,1 @@
+"""Video datasets: sharded Parquet storage, importers and clip loaders."""

@@ -1,0 +1,1 @@
+"""Multi-level latent diffusion: rollout schedules, the diffusion transformer and its sampler."""

@@ -1,0 +1,1 @@
+"""Evaluation of rollouts: consistency and quality against rollout length."""

@@ -1,0 +1,146 @@
+"""One training loop for every trained stage (autoencoder, diffusion), independent of Ray/MLflow.
+
+A stage supplies a `Task`; the loop owns optimisation, precision, checkpoint state and the
+metric buffer. Orchestration plugs in through `Hooks` (the platform's Ray Train hooks persist
+checkpoints and log metrics; tests use plain callbacks).
+
+Reproducibility: the batch and the noise of step s depend only on (seed, step, rank), never on
+how many steps this process has already run, so a resumed run follows the same trajectory.
+Exactly-once metrics: metrics are buffered and travel inside each checkpoint; hooks publish them
+after the checkpoint is durable, and a resumed run republishes only steps not published yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from millivid.schema import Precision, TrainConfig
+
+@dataclass
+class Evaluation:
+    """Held-out metrics plus pictures (name -> PNG bytes) of one evaluation."""
+
+    metrics: dict[str, float]
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    def build_model(self) -> nn.Module: ...
+
+    def batch(self, step: int, rank: int, world_size: int, device: torch.device) -> Any:
+        """The batch of `step` for `rank`: a pure function of (seed, step, rank, world_size)."""
+
+    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss and named metrics; random draws only from `generator`."""
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> Evaluation: ...
+
+
+@dataclass
+class Hooks:
+    """Where the loop's outputs go. Every hook has a do-nothing default.
+
+    `checkpoint(step, state)` gets the full training state; `state["metrics"]` holds the metric
+    rows (step, {name: value}) logged since the previous checkpoint. `evaluation(step, result)`
+    runs on rank 0 after each held-out evaluation (its metrics are also in the metric rows).
+    """
+
+    progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, metrics: None
+    checkpoint: Callable[[int, dict[str, Any]], None] = lambda step, state: None
+    evaluation: Callable[[int, Evaluation], None] = lambda step, result: None
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(((seed * 1_000_003) + step) * 1_009 + rank)
+    return generator
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step <= cfg.warmup_steps:
+        return cfg.lr * step / max(1, cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def fit(
+    task: Task,
+    cfg: TrainConfig,
+    *,
+    precision: Precision = "bf16",
+    device: torch.device | None = None,
+    hooks: Hooks | None = None,
+    state: dict[str, Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
+    reduce: Callable[[dict[str, float]], dict[str, float]] = lambda metrics: metrics,
+) -> nn.Module:
+    """Train `task` from `state` (a checkpoint's state, or None) to `cfg.steps`; returns the model."""
+    device = device or torch.device("cpu")
+    hooks = hooks or Hooks()
+    torch.manual_seed(cfg.seed)  # parameter init: identical on every rank before DDP broadcasts
+    model = task.build_model().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    start, pending = 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    model = wrap(model)
+    window: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for step in range(start + 1, cfg.steps + 1):
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        batch = task.batch(step, rank, world_size, device)
+        with autocast(device, precision):
+            loss, metrics = task.loss(model, batch, step_generator(cfg.seed, step, rank, device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        window.append({"train/loss": float(loss.detach()), "train/grad_norm": float(grad_norm), **metrics})
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            averaged = reduce({key: sum(row[key] for row in window) / len(window) for key in window[0]})
+            averaged["train/lr"] = learning_rate(cfg, step)
+            averaged["train/steps_per_s"] = (step - start) / (time.perf_counter() - started)
+            pending.append((step, averaged))
+            window = []
+            hooks.progress(step, cfg.steps, averaged)
+        if rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
+            model.eval()
+            with torch.no_grad(), autocast(device, precision):
+                evaluation = task.evaluate(unwrap(model), device)
+            pending.append((step, {f"eval/{k}": v for k, v in evaluation.metrics.items()}))
+            hooks.evaluation(step, evaluation)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            state = {
+                "model": unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "metrics": pending,
+            }
+            hooks.checkpoint(step, state)
+            pending = []
+    return unwrap(model)

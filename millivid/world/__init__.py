@@ -1,0 +1,1 @@
+"""The built-in procedural first-person block world (the embedded default data source)."""

@@ -1,0 +1,63 @@
+"""The `millivid` command line: one sub-command module per area, imported only when used."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from typing import Any
+
+from millivid.config import ConfigError, ExperimentConfig, load_config
+
+# name -> (module under millivid_platform.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("doctor", "check the installation and show where services and data are"),
+    "bench": ("bench", "run a benchmark from bench/ and print one JSON object"),
+}
+
+
+class CommandError(RuntimeError):
+    """An error to show the user without a traceback; exits with code 1."""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default: str = "smoke") -> None:
+    parser.add_argument("--config", default=default, help=f"preset (smoke, cpu, paper) or YAML file (default: {default})")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. autoencoder.model.width=128")
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    return load_config(args.config, args.overrides)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="millivid", description="MilliVid experiment platform")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(f"millivid_platform.commands.{module}").register(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = args.handler(args)
+    except (ConfigError, CommandError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `millivid` CLI; each module has `register(parser)` that sets `handler`."""

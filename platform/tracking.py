@@ -1,0 +1,198 @@
+"""Every MLflow call of the platform: experiment set-up, runs, lineage tags, logging.
+
+MLflow is imported lazily so that `millivid --help` and config validation stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from millivid.config import canonical_json, config_hash
+from millivid_platform.settings import PlatformSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEY_PACKAGES = ("millivid", "torch", "ray", "prefect", "mlflow", "lpips", "einops", "pyarrow", "fsspec", "pydantic")
+
+TAG_STAGE = "millivid.stage"
+TAG_CONFIG_HASH = "millivid.config_hash"
+TAG_CACHE_KEY = "millivid.cache_key"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_GIT_DIRTY = "millivid.git_dirty"
+
+
+def configure(settings: PlatformSettings) -> str:
+    """Point MLflow at the settings' store and make sure the experiment exists; returns its id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:
+        # A server chooses its own artifact store; the embedded SQLite store gets the workspace's.
+        location = None if settings.tracking_uri else settings.artifact_root
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # a concurrent creator won
+            mlflow.create_experiment(settings.experiment, artifact_location=location)
+        experiment_id = mlflow.get_experiment_by_name(settings.experiment).experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+@functools.cache
+def git_commit() -> tuple[str, bool]:
+    """The repository's HEAD commit and whether the work tree has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def lineage_tags(stage: str, config: Any | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Tags every run carries: stage, git commit (set explicitly), config hash, package versions."""
+    commit, dirty = git_commit()
+    tags = {TAG_STAGE: stage, TAG_GIT_COMMIT: commit, TAG_GIT_DIRTY: str(dirty).lower()}
+    tags.update({f"millivid.version.{name}": version for name, version in package_versions().items()})
+    if config is not None:
+        tags[TAG_CONFIG_HASH] = config_hash(config)
+    tags.update(extra or {})
+    return tags
+
+
+@contextlib.contextmanager
+def start_run(
+    name: str,
+    stage: str,
+    config: Any | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> Iterator[Any]:
+    """A (possibly nested) MLflow run with lineage tags; resumes `run_id` when given."""
+    import mlflow
+
+    all_tags = lineage_tags(stage, config, tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=all_tags, nested=bool(parent_run_id)) as run:
+        yield run
+
+
+def create_run(
+    experiment_id: str,
+    name: str,
+    stage: str,
+    config: Any | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Create a run without making it active (Ray workers log into it by id); returns its id."""
+    import mlflow
+
+    all_tags = lineage_tags(stage, config, tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    return mlflow.MlflowClient().create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+    return flat
+
+
+def log_config(config: Any, run_id: str | None = None) -> None:
+    """Log a config as flattened params plus the canonical JSON as an artifact."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    target = run_id or mlflow.active_run().info.run_id
+    params = [mlflow.entities.Param(key, value[:6000]) for key, value in flatten(config.model_dump(mode="json")).items()]
+    for start in range(0, len(params), 100):
+        client.log_batch(target, params=params[start : start + 100])
+    client.log_text(target, canonical_json(config), "config.json")
+
+
+def log_metrics(metrics: Mapping[str, float], step: int, run_id: str | None = None) -> None:
+    import mlflow
+
+    clean = {key: float(value) for key, value in metrics.items()}
+    if run_id:
+        mlflow.MlflowClient().log_batch(
+            run_id, metrics=[mlflow.entities.Metric(k, v, _now_ms(), step) for k, v in clean.items()]
+        )
+    else:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_artifact_bytes(data: bytes, artifact_path: str, run_id: str | None = None) -> None:
+    """Log in-memory bytes as an artifact file at `artifact_path` (e.g. 'plots/loss.png')."""
+    import mlflow
+
+    folder, _, name = artifact_path.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / name
+        local.write_bytes(data)
+        if run_id:
+            mlflow.MlflowClient().log_artifact(run_id, str(local), folder or None)
+        else:
+            mlflow.log_artifact(str(local), folder or None)
+
+
+def log_artifact_file(path: str | Path, folder: str | None = None, run_id: str | None = None) -> None:
+    import mlflow
+
+    if run_id:
+        mlflow.MlflowClient().log_artifact(run_id, str(path), folder)
+    else:
+        mlflow.log_artifact(str(path), folder)
+
+
+def set_tags(tags: Mapping[str, str], run_id: str | None = None) -> None:
+    import mlflow
+
+    if run_id:
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    else:
+        mlflow.set_tags(dict(tags))
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

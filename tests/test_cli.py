@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from millivid_platform.cli import COMMANDS, build_parser, main
+
+
+def subcommand_paths(parser, prefix=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (*prefix, name)
+                yield from subcommand_paths(child, (*prefix, name))
+
+
+def test_every_command_has_help(capsys):
+    paths = list(subcommand_paths(build_parser()))
+    assert {p[0] for p in paths} == set(COMMANDS)
+    for path in paths:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*path, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: millivid" in capsys.readouterr().out
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "millivid_platform.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "doctor" in out.stdout
+
+
+def test_doctor_json(capsys, workspace):
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("versions", "tracking_uri", "prefect_api", "ray_address", "storage_root", "lpips", "i3d"):
+        assert key in report
+    assert report["tracking_uri"] == f"sqlite:///{workspace.resolve() / 'mlflow.db'}"
+    assert report["versions"]["torch"].startswith("2.14.1")
+    assert report["lpips"]["training"]["in_effect"] in ("pretrained", "random")
+    assert report["i3d"]["available"] is False
+
+
+def test_doctor_reports_real_services_from_environment(capsys, workspace, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5555")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setenv("MILLIVID_STORAGE_ROOT", "s3://bucket/prefix")
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tracking_uri"] == "http://127.0.0.1:5555"
+    assert report["prefect_api"] == "http://127.0.0.1:4200/api"
+    assert report["ray_address"] == "127.0.0.1:6379"
+    assert report["storage_root"] == "s3://bucket/prefix"
+
+
+def test_bad_config_value_fails_naming_the_field(capsys):
+    assert main(["doctor", "--config", "smoke", "data.episodes=-3"]) == 2
+    err = capsys.readouterr().err
+    assert "data.episodes" in err and "-3" in err
+
+
+def test_bench_list_and_unknown(capsys):
+    assert main(["bench", "list"]) == 0
+    assert "matmul" in json.loads(capsys.readouterr().out)["benchmarks"]
+    assert main(["bench", "nope"]) == 1
+    assert "unknown benchmark" in capsys.readouterr().err
