@@ -13,6 +13,7 @@ after the checkpoint is durable, and a resumed run republishes only steps not pu
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -135,12 +136,12 @@ def fit(
             pending.append((step, {f"eval/{k}": v for k, v in evaluation.metrics.items()}))
             hooks.evaluation(step, evaluation)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            state = {
+            state = copy.deepcopy({  # hooks may keep it; it must not alias the live weights
                 "model": unwrap(model).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "step": step,
                 "metrics": pending,
-            }
+            })
             hooks.checkpoint(step, state)
             pending = []
     return unwrap(model)

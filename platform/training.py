@@ -1,0 +1,169 @@
+"""Run a science `Task` on Ray Train: DDP workers, durable checkpoints, resume, MLflow logging.
+
+The driver creates the stage's MLflow run and passes its id; rank 0 logs into it. Checkpoints go
+to `checkpoint_root/run_name` on any fsspec filesystem; rerunning with the same pair resumes from
+the latest checkpoint (Ray Train restores its checkpoint manager from storage). Metrics travel
+inside checkpoints and are published once the checkpoint is durable, skipping steps MLflow
+already has, so a killed and resumed run has no lost or repeated steps in its metric history.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from millivid.schema import ComputeConfig, TrainConfig
+from millivid.training import Evaluation, Hooks, Task, fit
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+MARKER_KEY = "train/published_step"  # logged last with each batch: how far MLflow has the history
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """Everything a worker needs; pickled to the Ray Train workers."""
+
+    stage: str
+    make_task: Callable[[], Task]
+    train: TrainConfig
+    compute: ComputeConfig
+    checkpoint_root: str
+    run_name: str
+    mlflow_run_id: str | None
+    tracking_uri: str | None
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    state: dict[str, Any]  # the final checkpoint's state (model, optimizer, step, metrics)
+    checkpoint_uri: str
+
+
+def run_training(job: TrainingJob) -> TrainingResult:
+    from millivid_platform.compute import fit_torch
+
+    result = fit_torch(
+        worker_loop,
+        {"job": job},
+        job.compute,
+        storage_uri=job.checkpoint_root,
+        name=job.run_name,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError(f"{job.stage}: training finished without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    return TrainingResult(state=state, checkpoint_uri=result.checkpoint.path)
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    job: TrainingJob = config["job"]
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(job.compute.torch_threads or max(1, int(job.compute.cpus_per_worker)))
+    publisher = MetricPublisher(job.mlflow_run_id, job.tracking_uri) if rank == 0 and job.mlflow_run_id else None
+    state = load_checkpoint_state(ray.train.get_checkpoint())
+    if state is not None:
+        log.info("%s: resuming from step %d", job.stage, state["step"])
+        if publisher:
+            publisher.publish(state["metrics"])
+    fit(
+        job.make_task(),
+        job.train,
+        precision=job.compute.precision,
+        device=ray.train.torch.get_device(),
+        hooks=Hooks(
+            progress=lambda step, total, metrics: rank == 0 and log_progress(job.stage, step, total, metrics),
+            checkpoint=lambda step, new_state: report_checkpoint(new_state, rank, publisher),
+            evaluation=lambda step, result: publisher and publisher.images(step, result),
+        ),
+        state=state,
+        rank=rank,
+        world_size=world_size,
+        wrap=ray.train.torch.prepare_model if world_size > 1 else (lambda model: model),
+        reduce=mean_across_ranks if world_size > 1 else (lambda metrics: metrics),
+    )
+
+
+def load_checkpoint_state(checkpoint: Any) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def report_checkpoint(state: dict[str, Any], rank: int, publisher: MetricPublisher | None) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint, then publishes its metrics."""
+    import ray.train
+
+    metrics = {"step": state["step"]}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state, os.path.join(folder, STATE_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    if publisher:
+        publisher.publish(state["metrics"])
+
+
+def mean_across_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    import torch.distributed as dist
+
+    names = sorted(metrics)
+    values = torch.tensor([metrics[name] for name in names], dtype=torch.float64)
+    dist.all_reduce(values)
+    values /= dist.get_world_size()
+    return dict(zip(names, values.tolist(), strict=True))
+
+
+def log_progress(stage: str, step: int, total: int, metrics: dict[str, float]) -> None:
+    shown = ", ".join(f"{key.split('/')[-1]}={value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("train/"))
+    log.info("%s step %d/%d (%.0f%%): %s", stage, step, total, 100 * step / total, shown)
+
+
+class MetricPublisher:
+    """Logs metric rows to one MLflow run exactly once, whatever restarts happen in between."""
+
+    def __init__(self, run_id: str, tracking_uri: str | None):
+        import mlflow
+
+        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        self.run_id = run_id
+        history = self.client.get_metric_history(run_id, MARKER_KEY)
+        self.published_until = max((m.step for m in history), default=0)
+
+    def publish(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        fresh = [(step, values) for step, values in rows if step > self.published_until]
+        if not fresh:
+            return
+        now = int(time.time() * 1000)
+        last = max(step for step, _ in fresh)
+        metrics = [Metric(key, float(value), now, step) for step, values in fresh for key, value in values.items()]
+        metrics.append(Metric(MARKER_KEY, float(last), now, last))
+        for start in range(0, len(metrics), 500):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + 500])
+        self.published_until = last
+
+    def images(self, step: int, evaluation: Evaluation) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            for name, png in evaluation.images.items():
+                path = Path(folder) / f"{name}_step{step:07d}.png"
+                path.write_bytes(png)
+                self.client.log_artifact(self.run_id, str(path), "images")

@@ -1,0 +1,168 @@
+"""The generic training loop in-process, and on real Ray Train workers with real MLflow."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from millivid.schema import ComputeConfig, TrainConfig
+from millivid.training import Evaluation, Hooks, fit, learning_rate
+
+TARGET = torch.tensor([[1.5, -2.0, 0.5]])
+
+
+class LinearTask:
+    """y = x @ TARGET.T: small enough to train in milliseconds, deterministic per (seed, step, rank)."""
+
+    def __init__(self, seed: int = 0, step_delay: float = 0.0):
+        self.seed = seed
+        self.step_delay = step_delay  # lets a test kill the run mid-way
+
+    def build_model(self) -> nn.Module:
+        return nn.Linear(3, 1, bias=False)
+
+    def batch(self, step, rank, world_size, device):
+        time.sleep(self.step_delay)
+        generator = torch.Generator().manual_seed(self.seed * 100_000 + step * 100 + rank)
+        x = torch.randn(8, 3, generator=generator)
+        return x.to(device), (x @ TARGET.T).to(device)
+
+    def loss(self, model, batch, generator):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        return loss, {"train/abs_error": float((model(x).float() - y).abs().mean().detach())}
+
+    def evaluate(self, model, device):
+        weight_error = float((model.weight.float().cpu() - TARGET).abs().max())
+        return Evaluation({"weight_error": weight_error}, {"dummy": b"\x89PNG"})
+
+
+def train_config(**overrides) -> TrainConfig:
+    base = dict(steps=60, batch_size=8, lr=0.1, warmup_steps=5, checkpoint_every=20, log_every=10, eval_every=30)
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_fit_learns_and_checkpoints_in_process():
+    states = []
+    model = fit(LinearTask(), train_config(), precision="fp32", hooks=Hooks(checkpoint=lambda step, state: states.append(state)))
+    assert float((model.weight.detach() - TARGET).abs().max()) < 0.2
+    assert [s["step"] for s in states] == [20, 40, 60]
+    logged = [step for state in states for step, _ in state["metrics"]]
+    assert logged == [10, 20, 30, 30, 40, 50, 60, 60]  # eval rows at 30 and 60
+
+
+def test_resume_from_state_follows_the_same_trajectory():
+    cfg = train_config()
+    straight = fit(LinearTask(), cfg, precision="fp32")
+    states = {}
+    fit(LinearTask(), cfg.model_copy(update={"steps": 60}), precision="fp32",
+        hooks=Hooks(checkpoint=lambda step, state: states.__setitem__(step, state)))
+    resumed = fit(LinearTask(), cfg, precision="fp32", state=states[40])
+    assert torch.equal(straight.weight, resumed.weight)
+
+
+def test_learning_rate_schedule():
+    cfg = train_config(lr=1.0, warmup_steps=10, steps=110)
+    assert learning_rate(cfg, 5) == pytest.approx(0.5)
+    assert learning_rate(cfg, 10) == pytest.approx(1.0)
+    assert learning_rate(cfg, 110) == pytest.approx(0.1)
+
+
+def test_bf16_autocast_runs():
+    model = fit(LinearTask(), train_config(), precision="bf16")
+    assert float((model.weight.detach() - TARGET).abs().max()) < 0.2
+
+
+def make_job(root: str, run_id: str | None, tracking_uri: str | None, workers: int = 1, steps: int = 60,
+             name: str = "toy", step_delay: float = 0.0):
+    from millivid_platform.training import TrainingJob
+
+    return TrainingJob(
+        stage="toy",
+        make_task=functools.partial(LinearTask, 0, step_delay),
+        train=train_config(steps=steps),
+        compute=ComputeConfig(workers=workers, cpus_per_worker=0.5, precision="fp32"),
+        checkpoint_root=root,
+        run_name=name,
+        mlflow_run_id=run_id,
+        tracking_uri=tracking_uri,
+    )
+
+
+def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
+    import mlflow
+
+    return [m.step for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run_id, key)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_train_logs_each_step_once(ray_session, mlflow_store, settings, tmp_path, workers):
+    from millivid_platform import tracking
+    from millivid_platform.training import run_training
+
+    uri = settings.resolved_tracking_uri
+    run_id = tracking.create_run(mlflow_store, f"toy-{workers}", "toy")
+    result = run_training(make_job(str(tmp_path / "ckpt"), run_id, uri, workers=workers, name=f"toy{workers}"))
+    assert result.state["step"] == 60
+    weight = result.state["model"]["weight"]
+    assert float((weight - TARGET).abs().max()) < 0.2
+    assert metric_steps(uri, run_id, "train/loss") == [10, 20, 30, 40, 50, 60]
+    assert metric_steps(uri, run_id, "eval/weight_error") == [30, 60]
+    # rerunning a finished job resumes at its last checkpoint: nothing new is trained or logged
+    again = run_training(make_job(str(tmp_path / "ckpt"), run_id, uri, workers=workers, name=f"toy{workers}"))
+    assert torch.equal(again.state["model"]["weight"], weight)
+    assert metric_steps(uri, run_id, "train/loss") == [10, 20, 30, 40, 50, 60]
+
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_training_harness as t
+from millivid_platform.compute import ensure_ray
+from millivid_platform.settings import load_settings
+from millivid_platform.training import run_training
+ensure_ray(load_settings(num_cpus=2))
+run_training(t.make_job({root!r}, {run_id!r}, {uri!r}, steps=200, step_delay=0.05))
+print("DONE", flush=True)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_killed_training_resumes_without_lost_or_repeated_steps(mlflow_store, settings, tmp_path):
+    """SIGKILL the whole training process tree mid-run; a rerun resumes from the last checkpoint."""
+    from millivid_platform import tracking
+
+    uri = settings.resolved_tracking_uri
+    run_id = tracking.create_run(mlflow_store, "toy-kill", "toy")
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).resolve().parent), root=str(tmp_path / "ckpt"), run_id=run_id, uri=uri)
+
+    def launch() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+
+    first = launch()
+    deadline = time.time() + 240
+    while max(metric_steps(uri, run_id, "train/published_step"), default=0) < 40:
+        assert first.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed_at = metric_steps(uri, run_id, "train/loss")
+    assert 40 <= killed_at[-1] < 200
+
+    second = launch()
+    output, _ = second.communicate(timeout=300)
+    assert "DONE" in output, output[-3000:]
+    assert metric_steps(uri, run_id, "train/loss") == list(range(10, 201, 10))
+    assert metric_steps(uri, run_id, "eval/weight_error") == [30, 60, 90, 120, 150, 180, 200]
