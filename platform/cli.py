@@ -15,6 +15,7 @@ from millivid.config import ConfigError, ExperimentConfig, load_config
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check the installation and show where services and data are"),
     "bench": ("bench", "run a benchmark from bench/ and print one JSON object"),
+    "data": ("data", "render, import, inspect and preview video datasets"),
     "schedule": ("schedule", "describe and draw rollout schedules"),
 }
 

@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from millivid.schema import Frozen
+from millivid.world.config import WorldConfig
+
+Policy = Literal["mixed", "wander", "return", "spin", "revisit"]
 
 
 class SplitConfig(Frozen):
@@ -27,6 +30,12 @@ class DataConfig(Frozen):
     seed: int = 0
     shard_frames: int = Field(2048, ge=1, description="frames per Parquet shard (approximate upper bound)")
     split: SplitConfig = SplitConfig()
+    policy: Policy = Field(
+        "mixed",
+        description="trajectories of the built-in world: return trips, 360 turns, revisits of earlier places, "
+        "wandering, or a random mix of them",
+    )
+    world: WorldConfig = WorldConfig()
 
     @field_validator("size")
     @classmethod

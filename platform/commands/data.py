@@ -1,0 +1,180 @@
+"""`millivid data render|import|info|preview`: make, inspect and look at video datasets."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from millivid.world.policies import POLICIES
+from millivid_platform.cli import CommandError, print_json
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    render = sub.add_parser("render", help="render episodes of the built-in block world", description="Render episodes of the built-in block world into a dataset.")
+    render.add_argument("--out", required=True, help="dataset folder or fsspec URI (replaced atomically)")
+    render.add_argument("--episodes", type=int, help="episodes to render")
+    render.add_argument("--frames", type=int, help="frames per episode")
+    render.add_argument("--seed", type=int)
+    render.add_argument("--size", type=int, help="frame side in pixels (a power of two)")
+    render.add_argument("--hold", type=int, help="frames each action is held for")
+    render.add_argument("--policy", choices=POLICIES, help="trajectories: return trips, 360 turns, revisits, wandering, or a mix")
+    render.add_argument("--shard-frames", type=int, dest="shard_frames", help="frames per Parquet shard")
+    render.add_argument("--config", help="take the data defaults from a preset (smoke, cpu, paper) or YAML file")
+    render.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.world.turn_degrees=15")
+    render.set_defaults(handler=_user_errors(run_render))
+
+    source = sub.add_parser("import", help="import .npz / .mp4+.npz episodes (TECO layouts)", description="Import episodes: NAME.npz with video and actions, or NAME.mp4 with NAME.npz holding actions.")
+    source.add_argument("source", metavar="SRC", help="folder or fsspec URI holding the episodes")
+    source.add_argument("--out", required=True, help="dataset folder or fsspec URI")
+    source.add_argument("--size", type=int, help="resize frames (centre crop, area average) to this side")
+    source.add_argument("--action-map", dest="action_map", default="", help="source:target action ids, e.g. 3:0,4:1")
+    source.add_argument("--shard-frames", type=int, dest="shard_frames", default=2048)
+    source.add_argument("--val", type=float, default=0.1, help="fraction of episodes for validation")
+    source.add_argument("--test", type=float, default=0.2, help="fraction of episodes for test")
+    source.add_argument("--split-seed", type=int, dest="split_seed", default=0)
+    source.set_defaults(handler=_user_errors(run_import))
+
+    info = sub.add_parser("info", help="summarise a dataset (and verify its checksums)", description="Summarise a dataset.")
+    info.add_argument("uri", metavar="URI")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--verify", action="store_true", help="check every shard's checksum, schema and rows; exit 1 naming a bad shard")
+    info.set_defaults(handler=_user_errors(run_info))
+
+    preview = sub.add_parser("preview", help="save frames of an episode as a PNG grid, MP4 or GIF", description="Save frames of one episode as a PNG grid, an MP4 or GIF video, or (FILE ending in path.png) the camera path.")
+    preview.add_argument("uri", metavar="URI")
+    preview.add_argument("--out", required=True, help="FILE.png, FILE.mp4, FILE.gif or FILE-path.png (local path or URI)")
+    preview.add_argument("--episode", help="episode id (default: the first test episode)")
+    preview.add_argument("--frames", type=int, help="frames to show (default: 16 for a grid, all for a video)")
+    preview.add_argument("--start", type=int, default=0, help="first frame")
+    preview.add_argument("--every", type=int, help="frame step (default: spread over the episode for a grid, 1 for a video)")
+    preview.set_defaults(handler=_user_errors(run_preview))
+
+
+def _user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Dataset problems (bad files, wrong shapes, unknown episodes) become one-line errors."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        from millivid.data.columns import DataError
+
+        try:
+            return handler(args)
+        except (DataError, KeyError, FileNotFoundError) as err:
+            raise CommandError(str(err).strip("'\"")) from None
+
+    return wrapped
+
+
+def progress_printer(what: str) -> Callable[[int, int], None]:
+    started = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        print(f"{what} {done}/{total} episodes, {elapsed:.1f} s", file=sys.stderr, flush=True)
+
+    return show
+
+
+def data_config(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from millivid.config import (
+        ConfigError,
+        apply_overrides,
+        describe_validation_error,
+        load_config,
+        validate_config,
+    )
+    from millivid.data.config import DataConfig
+
+    if args.config:
+        base = load_config(args.config, args.overrides).data
+    else:
+        base = validate_config(apply_overrides({}, args.overrides), origin="defaults").data
+    fields = ("episodes", "frames", "seed", "size", "hold", "policy", "shard_frames")
+    updates = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    try:
+        return DataConfig.model_validate({**base.model_dump(), **updates})
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, "data options")) from None
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from millivid.data.generate import render_dataset
+
+    cfg = data_config(args)
+    started = time.perf_counter()
+    manifest = render_dataset(cfg, args.out, progress=progress_printer("rendered"))
+    elapsed = time.perf_counter() - started
+    print(f"wrote {args.out}: {manifest.counts['episodes']} episodes, {manifest.frames} frames of {cfg.size}x{cfg.size} "
+          f"({manifest.frames / elapsed:.0f} frames/s), {manifest.bytes / 1e6:.1f} MB")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from millivid.data.config import SplitConfig
+    from millivid.data.importers import import_dataset, parse_action_map
+
+    manifest = import_dataset(
+        args.source,
+        args.out,
+        size=args.size,
+        action_map=parse_action_map(args.action_map),
+        split=SplitConfig(val=args.val, test=args.test, seed=args.split_seed),
+        shard_frames=args.shard_frames,
+        progress=progress_printer("imported"),
+    )
+    print(f"wrote {args.out}: {manifest.counts['episodes']} episodes, {manifest.frames} frames, {manifest.bytes / 1e6:.1f} MB")
+    return 0
+
+
+def summary(uri: str, verify: bool) -> dict[str, Any]:
+    from millivid.data.manifest import SPLITS
+    from millivid.data.store import open_dataset
+
+    dataset = open_dataset(uri)
+    manifest = dataset.manifest
+    height, width = manifest.frame_size or (None, None)
+    result: dict[str, Any] = {
+        "uri": uri,
+        "kind": manifest.kind,
+        "episodes": manifest.counts["episodes"],
+        "frames": manifest.frames,
+        "height": height,
+        "width": width,
+        "splits": {split: manifest.counts[split] for split in SPLITS},
+        "bytes": manifest.bytes,
+        "bytes_per_frame": round(manifest.bytes / manifest.frames, 1),
+        "shards": len(manifest.shards),
+        "columns": {name: {"dtype": spec.dtype, "shape": list(spec.shape)} for name, spec in manifest.columns.items()},
+        "pose_known": manifest.pose_known,
+        "source": manifest.meta.get("source"),
+    }
+    if verify:
+        dataset.verify()
+        result["verified"] = True
+    return result
+
+
+def run_info(args: argparse.Namespace) -> int:
+    result = summary(args.uri, args.verify)
+    if args.json:
+        print_json(result)
+        return 0
+    for key, value in result.items():
+        print(f"{key:>16}: {value}")
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from millivid.data.preview import preview
+
+    episode = preview(args.uri, args.out, episode=args.episode, frames=args.frames, start=args.start, every=args.every)
+    print(f"wrote {args.out} (episode {episode})")
+    return 0

@@ -1,0 +1,122 @@
+import io
+
+import numpy as np
+import pytest
+from einops import reduce
+
+from millivid import storage
+from millivid.data.columns import DataError
+from millivid.data.importers import import_dataset, parse_action_map, square
+from millivid.data.preview import video_bytes
+from millivid.data.store import open_dataset
+
+
+def smooth_video(seed: int, length: int, side: int) -> np.ndarray:
+    """(t side side 3) uint8 moving colour gradients: survive lossy video coding well."""
+    y, x = np.mgrid[0:side, 0:side] / side
+    phase = np.random.default_rng(seed).uniform(0, 6, 3)
+    t = np.arange(length)[:, None, None, None] / length
+    channels = np.stack([x, y, (x + y) / 2], axis=-1)[None]
+    return (127 + 100 * np.sin(4 * channels + phase + 3 * t)).astype(np.uint8)
+
+
+def write_npz(uri: str, **arrays: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    storage.write_bytes(uri, buffer.getvalue())
+
+
+@pytest.fixture(params=["local", "memory"])
+def source(request, tmp_path):
+    uri = str(tmp_path / "src") if request.param == "local" else f"memory://import-{tmp_path.name}/src"
+    yield uri
+    storage.remove(uri, recursive=True)
+
+
+def test_import_npz_episodes_with_resize_and_action_map(source, tmp_path):
+    videos = {f"ep{i}": smooth_video(i, 12 + i, 32) for i in range(3)}
+    for name, video in videos.items():
+        write_npz(storage.join(source, f"{name}.npz"), video=video, actions=np.arange(len(video)) % 2 + 3)
+    manifest = import_dataset(source, str(tmp_path / "ds"), size=16, action_map=parse_action_map("3:0,4:1"))
+    assert manifest.pose_known is False and manifest.meta["source"] == "import"
+    dataset = open_dataset(str(tmp_path / "ds"))
+    assert sorted(dataset.episodes()) == ["ep0", "ep1", "ep2"]
+    got = dataset.read("ep1")
+    assert got["frames"].shape == (13, 16, 16, 3)
+    area_mean = reduce(videos["ep1"].astype(np.float32), "t (h a) (w b) c -> t h w c", "mean", a=2, b=2)
+    assert np.abs(got["frames"] - area_mean).max() <= 0.5
+    np.testing.assert_array_equal(got["actions"], np.arange(13) % 2)
+    assert np.isnan(got["pose"]).all()
+    dataset.verify()
+
+
+def test_import_mp4_with_actions_npz(source, tmp_path):
+    video = smooth_video(0, 20, 32)
+    storage.write_bytes(storage.join(source, "run", "episode.mp4"), video_bytes(video, ".mp4"))
+    write_npz(storage.join(source, "run", "episode.npz"), actions=np.full(20, 2))
+    import_dataset(source, str(tmp_path / "ds"))
+    dataset = open_dataset(str(tmp_path / "ds"))
+    assert dataset.episodes() == ["run/episode"]
+    frames = dataset.read("run/episode")["frames"]
+    assert frames.shape == video.shape
+    assert np.abs(frames.astype(np.float32) - video).mean() < 8  # lossy H.264 round trip
+
+
+def test_square_crops_centre_and_area_averages():
+    wide = np.zeros((1, 4, 8, 3), np.uint8)
+    wide[:, :, 2:6] = 200
+    assert (square(wide, None) == 200).all()
+    odd = square(np.full((2, 30, 30, 3), 90, np.uint8), 16)
+    assert odd.shape == (2, 16, 16, 3) and (odd == 90).all()
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"video": np.zeros((5, 8, 8, 3), np.uint8)}, "no 'actions' array"),
+        ({"actions": np.zeros(5, np.int64)}, "no 'video' array"),
+        ({"video": np.zeros((5, 8, 8, 3), np.uint8), "actions": np.zeros(4, np.int64)}, "4 actions for 5 frames"),
+        ({"video": np.zeros((5, 8, 8, 3), np.uint8), "actions": np.full(5, 7)}, r"unknown action ids \[7\].*--action-map"),
+        ({"video": np.zeros((5, 8, 8), np.uint8), "actions": np.zeros(5, np.int64)}, r"expected uint8 \(T, H, W, 3\)"),
+        ({"video": np.zeros((5, 8, 8, 3), np.float32), "actions": np.zeros(5, np.int64)}, "float32"),
+    ],
+)
+def test_bad_episodes_name_the_file(tmp_path, arrays, message):
+    write_npz(str(tmp_path / "src" / "broken.npz"), **arrays)
+    with pytest.raises(DataError, match=message) as err:
+        import_dataset(str(tmp_path / "src"), str(tmp_path / "ds"))
+    assert "broken.npz" in str(err.value)
+    assert not storage.exists(str(tmp_path / "ds" / "manifest.json"))
+
+
+def test_unreadable_sources(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no episodes found"):
+        import_dataset(str(tmp_path / "empty"), str(tmp_path / "ds"))
+    with pytest.raises(DataError, match="no such folder"):
+        import_dataset(str(tmp_path / "missing"), str(tmp_path / "ds"))
+    storage.write_bytes(str(tmp_path / "corrupt" / "a.npz"), b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="a.npz: not a readable .npz"):
+        import_dataset(str(tmp_path / "corrupt"), str(tmp_path / "ds"))
+    storage.write_bytes(str(tmp_path / "orphan" / "b.mp4"), b"\x00")
+    with pytest.raises(DataError, match="b.mp4: no b.npz"):
+        import_dataset(str(tmp_path / "orphan"), str(tmp_path / "ds"))
+    storage.write_bytes(str(tmp_path / "badvideo" / "c.mp4"), b"\x00" * 100)
+    write_npz(str(tmp_path / "badvideo" / "c.npz"), actions=np.zeros(3, np.int64))
+    with pytest.raises(DataError, match="c.mp4: cannot decode video"):
+        import_dataset(str(tmp_path / "badvideo"), str(tmp_path / "ds"))
+
+
+def test_mixed_sizes_need_a_size(tmp_path):
+    write_npz(str(tmp_path / "src" / "a.npz"), video=np.zeros((3, 8, 8, 3), np.uint8), actions=np.zeros(3, np.int64))
+    write_npz(str(tmp_path / "src" / "b.npz"), video=np.zeros((3, 16, 16, 3), np.uint8), actions=np.zeros(3, np.int64))
+    with pytest.raises(DataError, match="b.npz: frames are 16 pixels.*--size"):
+        import_dataset(str(tmp_path / "src"), str(tmp_path / "ds"))
+    assert import_dataset(str(tmp_path / "src"), str(tmp_path / "ds"), size=8).frame_size == (8, 8)
+
+
+def test_parse_action_map():
+    assert parse_action_map("3:0, 4:1") == {3: 0, 4: 1}
+    assert parse_action_map("") == {}
+    with pytest.raises(DataError, match="'3-0'"):
+        parse_action_map("3-0")

@@ -1,0 +1,138 @@
+import math
+
+import numpy as np
+import pytest
+from einops import rearrange
+from pydantic import ValidationError
+
+from millivid.data.config import DataConfig
+from millivid.data.generate import render_episode
+from millivid.world.agent import FORWARD, LEFT, RIGHT, Body, Walker
+from millivid.world.blocks import WOOL_COLOURS, Block
+from millivid.world.config import WorldConfig
+from millivid.world.policies import trajectory
+from millivid.world.render import Scene, render
+from millivid.world.terrain import World, generate
+
+
+def small(**changes) -> DataConfig:
+    return DataConfig(**{"episodes": 2, "frames": 64, "size": 16, **changes})
+
+
+def revisits(pose: np.ndarray, gap: int = 60, radius: float = 0.5, degrees: float = 10.0, away: float = 3.0) -> int:
+    """Frames i that return near the pose of a frame j <= i - gap after going >= `away` blocks off."""
+    distance = np.hypot(pose[:, None, 0] - pose[None, :, 0], pose[:, None, 1] - pose[None, :, 1])
+    turn = np.abs((pose[:, None, 2] - pose[None, :, 2] + np.pi) % (2 * np.pi) - np.pi)
+    close = (distance < radius) & (turn < np.radians(degrees))
+    count = 0
+    for i in range(len(pose)):
+        for j in np.flatnonzero(close[i, : max(0, i - gap + 1)]):
+            if distance[j, j:i].max() >= away:
+                count += 1
+                break
+    return count
+
+
+def test_same_seed_same_bytes():
+    first, again = render_episode(small(), 0), render_episode(small(), 0)
+    for name in first:
+        assert first[name].tobytes() == again[name].tobytes()
+    other = render_episode(small(), 1)
+    assert not np.array_equal(first["frames"], other["frames"])
+    assert not np.array_equal(first["frames"], render_episode(small(seed=1), 0)["frames"])
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_frames_show_sky_above_ground(size):
+    episode = render_episode(small(size=size, frames=8), 0)
+    frames = episode["frames"].astype(np.float32)
+    assert episode["frames"].shape == (8, size, size, 3) and episode["frames"].dtype == np.uint8
+    top, bottom = frames[:, : size // 8].mean(axis=(0, 1, 2)), frames[:, -size // 8 :].mean(axis=(0, 1, 2))
+    assert top[2] > top[0] + 20  # the sky is blue
+    assert np.abs(top - bottom).max() > 30  # the ground is not
+    assert frames.std(axis=(1, 2)).mean() > 15  # structure, not a flat colour
+
+
+def test_actions_and_poses_are_valid():
+    episode = render_episode(small(frames=300, hold=3), 0)
+    assert episode["actions"].dtype == np.int8 and set(np.unique(episode["actions"])) <= {0, 1, 2}
+    assert episode["pose"].shape == (300, 3) and episode["pose"].dtype == np.float32
+    held = rearrange(episode["actions"], "(d h) -> d h", h=3)
+    assert (held == held[:, :1]).all()  # each action is held for 3 frames
+
+
+def flat_world(tower_at: tuple[int, int], n: int = 32) -> World:
+    height = np.full((n, n), 2, np.int32)
+    top, body = np.full((n, n), Block.GRASS, np.uint8), np.full((n, n), Block.DIRT, np.uint8)
+    cap = np.ones((n, n), np.int32)
+    x, z = tower_at
+    height[z : z + 2, x : x + 2], top[z : z + 2, x : x + 2], cap[z : z + 2, x : x + 2] = 12, Block.RED, 24
+    return World(height, top, body, cap, np.array([[x + 1, z + 1]], np.float32))
+
+
+def red_columns(frame: np.ndarray) -> np.ndarray:
+    red = np.asarray(WOOL_COLOURS[Block.RED], np.float32)
+    return np.flatnonzero((np.abs(frame.astype(np.float32) - red).sum(axis=-1) < 60).any(axis=0))
+
+
+def test_camera_geometry_and_turn_directions():
+    cfg = WorldConfig(map_size=32)
+    world = flat_world(tower_at=(14, 5))
+    walker = Walker(world, cfg)
+    start = Body(x=6.0, z=6.0, heading=0, stand=2)  # heading 0 looks along +x, at the tower
+    turned = {action: walker.act(start, action) for action in (LEFT, RIGHT)}
+    for _ in range(3):
+        turned = {action: walker.act(body, action) for action, body in turned.items()}
+    bodies = [start, turned[LEFT], turned[RIGHT]]
+    pose = np.array([(b.x, b.z, walker.yaw(b.heading)) for b in bodies], np.float32)
+    frames = render(Scene(world, cfg), pose, np.array([walker.eye(b) for b in bodies], np.float32), 64)
+    ahead, after_left, after_right = (red_columns(f).mean() for f in frames)
+    assert abs(ahead - 31.5) < 4  # straight ahead: in the middle
+    assert after_left > ahead + 8  # turning left moves the view left, so things ahead slide right
+    assert after_right < ahead - 8
+
+
+def test_walls_block_and_steps_are_one_block():
+    cfg = WorldConfig(map_size=32)
+    world = flat_world(tower_at=(14, 5))
+    walker = Walker(world, cfg)
+    body = Body(x=12.0, z=6.0, heading=0, stand=2)
+    for _ in range(40):
+        body = walker.act(body, FORWARD)
+    assert body.x < 14 - 0.29 and body.stand == 2  # stopped by the tower
+    path = trajectory(Walker(generate([0, 3], WorldConfig()), WorldConfig()), np.random.default_rng(0), 600, hold=2)
+    assert np.abs(np.diff(path.eye)).max() <= 1.0 + 1e-5
+    step = np.diff(path.pose[:, :2], axis=0)
+    moved = np.hypot(step[:, 0], step[:, 1])
+    assert moved.max() <= WorldConfig().step + 1e-5
+
+
+def test_return_and_revisit_policies_come_back():
+    for policy in ("return", "revisit"):
+        found = 0
+        for seed in range(3):
+            config = WorldConfig()
+            path = trajectory(Walker(generate([1, seed], config), config), np.random.default_rng(seed), 1024, 1, policy)
+            found += revisits(path.pose) > 0
+        assert found >= 2, policy
+
+
+def test_spin_turns_a_full_circle_in_place():
+    config = WorldConfig()
+    path = trajectory(Walker(generate([2, 0], config), config), np.random.default_rng(0), 96, 1, "spin")
+    assert np.ptp(path.pose[:, 0]) == 0 and np.ptp(path.pose[:, 1]) == 0
+    assert len(np.unique(np.round(path.pose[:, 2], 4))) == config.headings
+    assert np.isin(path.actions, [LEFT, RIGHT]).all()
+
+
+def test_long_mixed_episode_loops():
+    episode = render_episode(small(frames=1024, hold=3, episodes=1), 0)
+    assert episode["frames"].shape == (1024, 16, 16, 3)
+    assert revisits(episode["pose"], radius=0.8, degrees=25) > 0
+
+
+def test_world_config_rejects_turns_that_do_not_divide_a_circle():
+    with pytest.raises(ValidationError, match="must divide 360"):
+        WorldConfig(turn_degrees=7.0)
+    assert WorldConfig(turn_degrees=15).headings == 24
+    assert math.isclose(Walker(generate([0, 0], WorldConfig()), WorldConfig(turn_degrees=15)).yaw(25), math.radians(15))
