@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
+from pydantic_core import to_jsonable_python
 
 from millivid.ae.config import AutoencoderConfig
 from millivid.data.config import DataConfig
@@ -118,12 +119,12 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def canonical_json(config: Frozen | dict[str, Any]) -> str:
-    data = config.model_dump(mode="json") if isinstance(config, Frozen) else config
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+def canonical_json(config: Any) -> str:
+    """Sorted-key, whitespace-free JSON of a config, a section, or a dict mixing them with values."""
+    return json.dumps(to_jsonable_python(config), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def config_hash(config: Frozen | dict[str, Any], length: int = 16) -> str:
+def config_hash(config: Any, length: int = 16) -> str:
     """Stable hash of a config (or a section of one): sha256 of its canonical JSON."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:length]
 

@@ -77,7 +77,8 @@ class Lpips(nn.Module):
             message = f"LPIPS uses a RANDOM {net} backbone ({self.status.reason}); scores are not comparable to published LPIPS"
             warnings.warn(message, stacklevel=2)
             log.warning(message)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
             torch.manual_seed(RANDOM_SEED)  # a random backbone is still the same random backbone everywhere
             self.inner = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
         if self.status.in_effect == "pretrained":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from millivid.schema import Frozen, TrainConfig
 
@@ -29,7 +29,19 @@ class AutoencoderModelConfig(Frozen):
     encoder_depth: int = Field(2, ge=1)
     decoder_depth: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
-    variant: Literal["hierarchical", "downscaled"] = "hierarchical"
+    variant: Literal["hierarchical", "downscaled"] = Field(
+        "hierarchical",
+        description="hierarchical: every level encoded jointly; downscaled: coarser latents are mean-pooled finest latents",
+    )
+
+    @model_validator(mode="after")
+    def _width_fits_heads(self) -> AutoencoderModelConfig:
+        # sin-cos positions split the width into row/column sin/cos quarters
+        if self.width % 4:
+            raise ValueError(f"width must be divisible by 4 (sin-cos positions), got {self.width}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
 
 
 class AutoencoderLossConfig(Frozen):
