@@ -25,6 +25,7 @@ from torch import nn
 
 from millivid.schema import Precision, TrainConfig
 
+
 @dataclass
 class Evaluation:
     """Held-out metrics plus pictures (name -> PNG bytes) of one evaluation."""

@@ -21,3 +21,20 @@ class EvalConfig(Frozen):
     )
     lpips_weights_path: str | None = None
     i3d_uri: str | None = Field(None, description="TorchScript I3D network (path or URI); absent -> FVD unavailable")
+    i3d_size: int = Field(224, ge=0, description="frame side the I3D input is resized to (0 = as generated)")
+    split: Literal["train", "val", "test"] = Field("test", description="split the examples come from")
+    select: Literal["random", "revisits"] = Field(
+        "revisits", description="random windows, or the windows whose rollout revisits most context poses"
+    )
+    candidates: int = Field(256, ge=1, description="random windows ranked when select=revisits")
+    min_start_gap: int = Field(16, ge=1, description="frames between starts of two examples of one episode")
+    revisit_radius: float = Field(1.0, gt=0, description="camera distance (world units) that counts as the same place")
+    revisit_angle: float = Field(30.0, gt=0, le=180, description="yaw difference (degrees) that counts as the same view")
+    revisit_min_gap: int = Field(32, ge=1, description="frames between a context frame and a rollout frame that revisits it")
+    psnr_cap: float = Field(
+        50.0, gt=0, description="PSNR (dB) cap: identical frames are infinite, and differences under 1/255 RMS are invisible"
+    )
+    rollout_batch: int = Field(8, ge=1, description="examples per rollout call")
+    videos: int = Field(2, ge=0, description="examples shown as side-by-side videos and strips")
+    video_context: int = Field(16, ge=0, description="last context frames shown before the rollout in videos")
+    fps: int = Field(8, ge=1, description="frames per second of the side-by-side videos")

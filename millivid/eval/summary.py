@@ -1,0 +1,158 @@
+"""The comparison's JSON summary: the numbers one reads first.
+
+Per method (references included, flagged): mean LPIPS / PSNR / SSIM / sharpness over the last
+quarter and the last half of the rollout, and over revisit frames, each with a bootstrap 95% CI
+over examples; sharpness relative to the ground truth (a blurry method scores well below 1); the
+rollout frame where its mean LPIPS curve first goes above the random-frames line, and from where
+it stays above (None if never); its LPIPS minus context-mean's LPIPS per example (paired; a CI
+entirely below 0 is evidence of memory); the video-distribution distances per chunk.
+Frame indices count rollout frames: 0 is the first generated frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from millivid.eval.config import EvalConfig
+from millivid.eval.curves import ChunkDistances
+from millivid.eval.fvd import FVD, STANDIN
+from millivid.eval.protocol import Example
+from millivid.eval.references import CONTEXT_MEAN, NOTES, RANDOM_FRAMES
+from millivid.eval.stats import bootstrap_mean
+from millivid.eval.tables import FRAME_METRICS, metric_matrix
+
+WINDOWS = {"last_quarter": 4, "last_half": 2}
+CONSISTENCY = ("lpips", "psnr", "ssim")
+STANDIN_NOTE = "Fréchet distance of fixed-seed random 3-D conv features: ranks methods, NOT comparable to FVD"
+
+
+def summarize(
+    rows: pa.Table,
+    distances: dict[str, dict[str, ChunkDistances]],
+    methods: Sequence[str],
+    references: Sequence[str],
+    examples: Sequence[Example],
+    cfg: EvalConfig,
+    fvd_status: dict[str, Any],
+    lpips_backbone: str,
+    budget: Any = None,
+) -> dict[str, Any]:
+    names = [*methods, *references]
+    values = {name: method_values(rows, name) for name in names}
+    per_method = {
+        name: {
+            "reference": name in references,
+            "note": NOTES.get(name),
+            **consistency_summary(values[name], cfg),
+            "crosses_random_frames": crossing_summary(values, name),
+            "vs_context_mean": paired_summary(values, name, cfg),
+            "quality": {network: quality_entry(by_method[name]) for network, by_method in distances.items()},
+        }
+        for name in names
+    }
+    summary = {
+        "protocol": {
+            **cfg.model_dump(mode="json"),
+            "examples_drawn": len(examples),
+            "windows": [example.to_json() for example in examples],
+        },
+        "lpips_backbone": lpips_backbone,
+        "methods": list(methods),
+        "references": list(references),
+        "fvd": {**fvd_status, "metric": FVD},
+        "fvd_standin": {"metric": STANDIN, "note": STANDIN_NOTE},
+        "per_method": per_method,
+        "budget": budget,
+    }
+    return jsonable(summary)
+
+
+def method_values(rows: pa.Table, name: str) -> dict[str, np.ndarray]:
+    """(examples frames) matrices of one method: metrics, truth_sharpness, revisit."""
+    columns = (*FRAME_METRICS, "truth_sharpness", "revisit")
+    return {column: metric_matrix(rows, name, column) for column in columns}
+
+
+def window_start(frames: int, divisor: int) -> int:
+    return frames - max(1, frames // divisor)
+
+
+def consistency_summary(values: dict[str, np.ndarray], cfg: EvalConfig) -> dict[str, Any]:
+    frames = values["lpips"].shape[1]
+    out: dict[str, Any] = {}
+    for window, divisor in WINDOWS.items():
+        start = window_start(frames, divisor)
+        out[window] = {"frames": [start, frames]}
+        for metric in FRAME_METRICS:
+            out[window][metric] = interval(values[metric][:, start:].mean(axis=1), cfg)
+    revisit = values["revisit"].astype(bool)
+    out["revisit"] = {"frames": int(revisit.sum()), "examples": int(revisit.any(axis=1).sum())}
+    for metric in CONSISTENCY:
+        out["revisit"][metric] = interval(masked_mean(values[metric], revisit), cfg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = values["sharpness"].mean(axis=1) / values["truth_sharpness"].mean(axis=1)
+    out["sharpness_vs_truth"] = interval(np.where(np.isfinite(ratio), ratio, np.nan), cfg)
+    return out
+
+
+def masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n t) -> (n,) mean over the masked frames of each example, NaN where it has none."""
+    count = mask.sum(axis=1)
+    total = np.where(mask, values, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def interval(per_example: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
+    return bootstrap_mean(per_example, cfg.bootstrap, cfg.seed).at(0)
+
+
+def crossing_summary(values: dict[str, dict[str, np.ndarray]], name: str) -> dict[str, int | None] | None:
+    if RANDOM_FRAMES not in values or name == RANDOM_FRAMES:
+        return None
+    curve = values[name]["lpips"].mean(axis=0)
+    return crossing(curve, values[RANDOM_FRAMES]["lpips"].mean(axis=0))
+
+
+def crossing(curve: np.ndarray, reference: np.ndarray) -> dict[str, int | None]:
+    """First frame where `curve` is above `reference`, and first frame from which it stays above."""
+    above = np.asarray(curve) > np.asarray(reference)
+    stays = np.logical_and.accumulate(above[::-1])[::-1]
+    return {"first": int(above.argmax()) if above.any() else None, "sustained": int(stays.argmax()) if stays.any() else None}
+
+
+def paired_summary(values: dict[str, dict[str, np.ndarray]], name: str, cfg: EvalConfig) -> dict[str, Any] | None:
+    """LPIPS of `name` minus context-mean's, per example, over the last half and over revisit frames."""
+    if CONTEXT_MEAN not in values or name == CONTEXT_MEAN:
+        return None
+    ours, bar = values[name], values[CONTEXT_MEAN]
+    start = window_start(ours["lpips"].shape[1], WINDOWS["last_half"])
+    revisit = ours["revisit"].astype(bool)
+    last_half = ours["lpips"][:, start:].mean(axis=1) - bar["lpips"][:, start:].mean(axis=1)
+    on_revisits = masked_mean(ours["lpips"], revisit) - masked_mean(bar["lpips"], revisit)
+    return {"last_half_lpips": interval(last_half, cfg), "revisit_lpips": interval(on_revisits, cfg)}
+
+
+def quality_entry(found: ChunkDistances) -> dict[str, Any]:
+    return {"per_chunk": found.per_chunk.tolist(), "pooled": found.pooled, "examples": found.examples}
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types; NaN and infinities become None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value

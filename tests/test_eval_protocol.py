@@ -1,0 +1,287 @@
+"""The evaluation protocol and one comparison end to end, on a small dataset written by the test.
+
+Episodes walk east for 24 frames, then turn in place (a full turn every 8 frames), so windows
+late in an episode revisit context views and early ones do not. Latents are a toy pyramid of
+the frames (mean-pooled 4x4 and 8x8 patches); decoding upsamples them back.
+"""
+
+import io
+import json
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from einops import rearrange, reduce, repeat
+from PIL import Image
+
+from millivid.data.columns import ColumnSpec, DataError, frame_columns
+from millivid.data.config import SplitConfig
+from millivid.data.store import open_dataset, write_dataset
+from millivid.diffusion.config import DiTConfig, FullResScheduleConfig, SamplerConfig
+from millivid.diffusion.dit import build_dit
+from millivid.diffusion.schedule import build_schedule
+from millivid.eval.compare import evaluate_methods, evaluate_subset, finish, merge_subsets
+from millivid.eval.config import EvalConfig
+from millivid.eval.fvd import quality_networks
+from millivid.eval.methods import DiffusionMethod
+from millivid.eval.protocol import EvalData, draw_examples, example_seed, load_window, rollout_batch
+from millivid.eval.references import (
+    CONTEXT_MEAN,
+    COPY_LAST,
+    GROUND_TRUTH_LATENTS,
+    RANDOM_FRAMES,
+    RandomFrames,
+    standard_references,
+)
+from millivid.eval.summary import crossing
+from millivid.eval.tables import CURVE_SCHEMA, ROW_SCHEMA, read_parquet, where
+from millivid.perceptual import Lpips
+from millivid.video import read_video
+
+SIZE, EPISODE, WALK, TURN = 16, 64, 24, 8
+TOKENS = (16, 4, 1)
+CFG = EvalConfig(
+    examples=4, context=8, rollout=8, bootstrap=50, fvd_chunk=4, lpips_backbone="random", rollout_batch=3,
+    videos=1, video_context=4, candidates=64, min_start_gap=4, revisit_radius=0.5, revisit_angle=20, revisit_min_gap=6,
+)
+
+
+def episode(seed: int) -> dict[str, np.ndarray]:
+    t = np.arange(EPISODE)
+    x = 0.2 * np.minimum(t, WALK)
+    heading = np.maximum(t - WALK, 0) % TURN
+    pose = np.stack([x, np.zeros(EPISODE), heading * 2 * np.pi / TURN], axis=1).astype(np.float32)
+    blocks = np.random.default_rng(seed).integers(0, 256, (TURN, 4, 4, 3), dtype=np.uint8)
+    views = repeat(blocks, "v h w c -> v (h 4) (w 4) c")
+    frames = np.stack([np.roll(views[h], int(round(5 * xi)), axis=1) for h, xi in zip(heading, x, strict=True)])
+    actions = np.where(t < WALK, 0, 2).astype(np.int8)
+    return {"frames": frames, "actions": actions, "pose": pose}
+
+
+def toy_latents(frames: np.ndarray) -> dict[str, np.ndarray]:
+    unit = frames.astype(np.float32) / 255
+    return {
+        f"latent_{level}": reduce(unit, "t (h p) (w q) c -> t (h w) c", "mean", p=4 * 2**level, q=4 * 2**level).astype(np.float16)
+        for level in range(len(TOKENS))
+    }
+
+
+def toy_decode(latent: torch.Tensor, level: int) -> torch.Tensor:
+    side = SIZE // 4 // 2**level
+    grid = rearrange(latent.float(), "n (h w) c -> n c h w", h=side)
+    return repeat(grid, "n c h w -> n c (h p) (w q)", p=SIZE // side, q=SIZE // side).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> EvalData:
+    root = tmp_path_factory.mktemp("eval-data")
+    episodes = {f"ep-{i}": episode(i) for i in range(6)}
+    split = SplitConfig(val=0.0, test=0.5, seed=0)
+    write_dataset(str(root / "frames"), episodes.items(), frame_columns(SIZE), split=split)
+    frames = open_dataset(str(root / "frames"))
+    splits = {e.id: e.split for e in frames.manifest.episodes}
+    latent_columns = {f"latent_{l}": ColumnSpec(dtype="float16", shape=(n, 3)) for l, n in enumerate(TOKENS)}
+    latents = ((name, toy_latents(arrays["frames"])) for name, arrays in episodes.items())
+    write_dataset(str(root / "latents"), latents, latent_columns, kind="latents", splits=splits)
+    return EvalData(frames, open_dataset(str(root / "latents")))
+
+
+@pytest.fixture(scope="module")
+def lpips():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Lpips("alex", "random")
+
+
+class Perfect:
+    """Returns the ground truth: the best any method can do."""
+
+    def __init__(self, data: EvalData):
+        self.data = data
+
+    def __call__(self, batch):
+        span = CFG.context + CFG.rollout
+        return np.stack([self.data.frames.read(e.episode, e.start + CFG.context, e.start + span, ["frames"])["frames"] for e in batch.examples])
+
+
+def noise(batch):
+    """Seeded per example: the same frames whichever batch the example is in."""
+    return np.stack([np.random.default_rng(seed).random((batch.rollout, SIZE, SIZE, 3), dtype=np.float32) for seed in batch.seeds])
+
+
+class LateNoise(Perfect):
+    """Perfect for the first half of the rollout, then white noise: worse than random frames from there on."""
+
+    def __call__(self, batch):
+        frames = super().__call__(batch).astype(np.float32) / 255
+        half = batch.rollout // 2
+        frames[:, half:] = noise(batch)[:, half:]
+        return frames
+
+
+def test_examples_are_deterministic_spaced_and_ranked_by_revisits(data):
+    examples = draw_examples(data.frames, CFG)
+    assert examples == draw_examples(data.frames, CFG)
+    assert len(examples) == CFG.examples
+    test_episodes = set(data.frames.episodes("test"))
+    for i, example in enumerate(examples):
+        assert example.index == i and example.seed == example_seed(CFG.seed, i)
+        assert example.episode in test_episodes
+        assert 0 <= example.start <= EPISODE - CFG.context - CFG.rollout
+    for a in examples:
+        assert all(abs(a.start - b.start) >= CFG.min_start_gap for b in examples if b is not a and b.episode == a.episode)
+    counts = [example.revisits for example in examples]
+    assert counts == sorted(counts, reverse=True) and counts[0] > 0
+    chosen = {(e.episode, e.start) for e in examples}
+    shuffled = {(e.episode, e.start) for e in draw_examples(data.frames, CFG.model_copy(update={"select": "random", "seed": 1}))}
+    assert shuffled != chosen
+
+
+def test_too_long_windows_are_a_clear_error(data):
+    with pytest.raises(DataError, match=r"frames.*no test episode has the 80 frames"):
+        draw_examples(data.frames, CFG.model_copy(update={"rollout": 72}))
+
+
+def test_windows_and_batches_hold_what_a_method_is_given(data):
+    example = draw_examples(data.frames, CFG)[0]
+    window = load_window(data, example, CFG)
+    span = CFG.context + CFG.rollout
+    assert window.frames.shape == (span, SIZE, SIZE, 3) and window.actions.shape == (span,)
+    assert [latent.shape for latent in window.latents] == [(span, n, 3) for n in TOKENS]
+    batch = rollout_batch([example], [window], CFG)
+    assert batch.context_frames.shape == (1, CFG.context, SIZE, SIZE, 3)
+    assert [c.shape for c in batch.context_latents] == [(1, CFG.context, n, 3) for n in TOKENS]
+    np.testing.assert_array_equal(batch.actions[0], window.actions)
+    assert batch.seeds == [example.seed]
+
+
+def test_references(data):
+    examples = draw_examples(data.frames, CFG)[:2]
+    batch = rollout_batch(examples, [load_window(data, e, CFG) for e in examples], CFG)
+    references = standard_references(data, CFG, decode=toy_decode)
+    assert list(references) == [CONTEXT_MEAN, COPY_LAST, RANDOM_FRAMES, GROUND_TRUTH_LATENTS]
+    mean = references[CONTEXT_MEAN](batch)
+    np.testing.assert_allclose(mean[0, 5], batch.context_frames[0].mean(axis=0) / 255, atol=1e-6)
+    np.testing.assert_array_equal(references[COPY_LAST](batch)[1, -1], batch.context_frames[1, -1])
+    truth = load_window(data, examples[0], CFG)
+    decoded = references[GROUND_TRUTH_LATENTS](batch)
+    assert decoded.shape == (2, CFG.rollout, SIZE, SIZE, 3)
+    np.testing.assert_allclose(decoded[0].numpy(), rearrange(toy_decode(torch.from_numpy(truth.latents[0][CFG.context :]), 0), "t c h w -> t h w c").numpy())
+    pixels = RandomFrames(data, CFG)  # no decoder: the donor's raw frames
+    donor, start = pixels.donor(examples[0])
+    assert donor != examples[0].episode and (donor, start) == pixels.donor(examples[0])
+    np.testing.assert_array_equal(pixels(batch)[0], data.frames.read(donor, start + CFG.context, start + CFG.context + CFG.rollout)["frames"])
+
+
+@pytest.fixture(scope="module")
+def comparison(data, lpips):
+    examples = draw_examples(data.frames, CFG)
+    methods = {"perfect": Perfect(data), "late_noise": LateNoise(data)}
+    references = standard_references(data, CFG, decode=toy_decode)
+    seen = []
+    result = evaluate_methods(examples, methods, references, data, CFG, lpips=lpips, budget={"note": "test"}, progress=lambda d, t: seen.append((d, t)))
+    return examples, methods, references, result, seen
+
+
+def test_comparison_scores_and_summary(comparison):
+    examples, methods, references, result, seen = comparison
+    names = [*methods, *references]
+    assert seen[-1] == (len(examples) * len(names),) * 2
+    assert result.rows.schema == ROW_SCHEMA and result.rows.num_rows == len(names) * len(examples) * CFG.rollout
+    summary = result.summary
+    json.dumps(summary, allow_nan=False)
+    assert summary["methods"] == list(methods) and summary["references"] == list(references)
+    assert summary["budget"] == {"note": "test"} and summary["lpips_backbone"] == "alex:random"
+    assert summary["fvd"]["available"] is False and summary["fvd"]["reason"]
+    assert [w["episode"] for w in summary["protocol"]["windows"]] == [e.episode for e in examples]
+    perfect, noisy = summary["per_method"]["perfect"], summary["per_method"]["late_noise"]
+    for entry in summary["per_method"].values():
+        assert {"last_quarter", "last_half", "revisit", "sharpness_vs_truth", "crosses_random_frames", "vs_context_mean", "quality"} <= set(entry)
+        assert {"lpips", "psnr", "ssim", "sharpness"} <= set(entry["last_half"])
+        assert len(entry["quality"]["fvd_standin_randproj"]["per_chunk"]) == CFG.rollout // CFG.fvd_chunk
+    assert perfect["last_half"]["lpips"]["mean"] == pytest.approx(0, abs=1e-6)
+    assert perfect["last_quarter"]["psnr"]["mean"] == CFG.psnr_cap
+    assert perfect["crosses_random_frames"] == {"first": None, "sustained": None}
+    assert perfect["vs_context_mean"]["last_half_lpips"]["ci_high"] < 0
+    assert perfect["sharpness_vs_truth"]["mean"] == pytest.approx(1.0)
+    assert perfect["quality"]["fvd_standin_randproj"]["pooled"] == pytest.approx(0, abs=1e-6)
+    assert noisy["quality"]["fvd_standin_randproj"]["pooled"] > 0
+    curves = {name: where(result.curves, method=name, metric="lpips", subset="all")["mean"].to_numpy() for name in ("late_noise", RANDOM_FRAMES)}
+    assert noisy["crosses_random_frames"] == crossing(curves["late_noise"], curves[RANDOM_FRAMES])
+    assert (noisy["crosses_random_frames"]["first"] or CFG.rollout) >= CFG.rollout // 2  # perfect until then
+    assert perfect["revisit"]["frames"] > 0 and perfect["revisit"]["lpips"]["mean"] == pytest.approx(0, abs=1e-6)
+    assert summary["per_method"][CONTEXT_MEAN]["vs_context_mean"] is None
+    assert summary["per_method"][RANDOM_FRAMES]["crosses_random_frames"] is None
+    assert summary["per_method"][CONTEXT_MEAN]["sharpness_vs_truth"]["mean"] < 0.2  # the blur is visible
+
+
+def test_outputs_are_written_and_read_back(comparison, tmp_path):
+    *_, result, _ = comparison
+    written = result.write(str(tmp_path / "out"))
+    rows = read_parquet(written["rows"], ROW_SCHEMA)
+    assert rows.equals(result.rows)
+    curves = read_parquet(written["curves"], CURVE_SCHEMA)
+    assert set(curves["metric"].to_pylist()) >= {"lpips", "psnr", "ssim", "sharpness", "fvd_standin_randproj"}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["methods"] == ["perfect", "late_noise"]
+    for name in ("plots/consistency.png", "plots/quality.png", "strips/example-0000.png"):
+        picture = Image.open(io.BytesIO((tmp_path / "out" / name).read_bytes()))
+        assert picture.format == "PNG" and picture.size[0] > 100
+    video = read_video(written["videos/example-0000.mp4"])
+    assert video.shape[0] == CFG.video_context + CFG.rollout
+    assert not list(tmp_path.rglob("*.tmp-*"))
+
+
+def test_bad_parquet_is_named(tmp_path):
+    path = tmp_path / "rows.parquet"
+    path.write_bytes(b"PAR1 truncated")
+    with pytest.raises(ValueError, match="rows.parquet: not a readable Parquet"):
+        read_parquet(str(path))
+
+
+def test_split_across_two_workers_gives_identical_numbers(data, lpips):
+    examples = draw_examples(data.frames, CFG)
+    methods, references = {"noise": noise}, {COPY_LAST: standard_references(data, CFG)[COPY_LAST]}
+    quality = quality_networks(CFG)
+    whole = evaluate_methods(examples, methods, references, data, CFG, lpips=lpips, quality=quality)
+    parts = [evaluate_subset(examples, part, methods, references, data, CFG, lpips=lpips, quality=quality) for part in ([3, 0], [2, 1])]
+    merged = finish(merge_subsets(parts), examples, list(methods), list(references), CFG)
+    assert merged.rows.equals(whole.rows)
+    assert_same_table(merged.curves, whole.curves)
+    assert merged.summary == whole.summary
+    assert merged.pictures.keys() == whole.pictures.keys()
+    assert all(np.array_equal(merged.videos[name], video) for name, video in whole.videos.items())
+    with pytest.raises(ValueError, match=r"overlap: example\(s\) \[0, 3\]"):
+        merge_subsets([parts[0], parts[0]])
+
+
+def assert_same_table(a: pa.Table, b: pa.Table) -> None:
+    """Equal schemas and values, NaN equal to NaN (pyarrow's equals treats NaN as unequal)."""
+    assert a.schema == b.schema and a.num_rows == b.num_rows
+    for name in a.column_names:
+        np.testing.assert_array_equal(a[name].to_numpy(zero_copy_only=False), b[name].to_numpy(zero_copy_only=False))
+
+
+def test_a_wrong_rollout_shape_names_the_method(data, lpips):
+    examples = draw_examples(data.frames, CFG)[:1]
+    bad = {"short": lambda batch: np.zeros((1, CFG.rollout - 1, SIZE, SIZE, 3), np.uint8)}
+    with pytest.raises(ValueError, match=r"short: rollout returned shape \(1, 7, 16, 16, 3\)"):
+        evaluate_subset(examples, [0], bad, {}, data, CFG, lpips=lpips)
+    with pytest.raises(ValueError, match="unique"):
+        evaluate_subset(examples, [0], {"copy_last": noise}, {"copy_last": noise}, data, CFG, lpips=lpips)
+
+
+def test_diffusion_method_rolls_out_from_the_context_latents(data, lpips):
+    schedule = build_schedule(FullResScheduleConfig(frames=4), TOKENS, "full_res")
+    torch.manual_seed(0)
+    model = build_dit(DiTConfig(width=16, depth=1, heads=2), 3, TOKENS, schedule.context_source).eval()
+    method = DiffusionMethod(model, schedule, SamplerConfig(steps=2, batch_size=2), decode=toy_decode, precision="fp32")
+    cfg = CFG.model_copy(update={"examples": 2, "rollout": 4, "fvd_chunk": 2, "videos": 0})
+    examples = draw_examples(data.frames, cfg)
+    batch = rollout_batch(examples, [load_window(data, e, cfg) for e in examples], cfg)
+    frames = method(batch)
+    assert frames.shape == (2, 4, SIZE, SIZE, 3) and 0 <= float(frames.min()) <= float(frames.max()) <= 1
+    torch.testing.assert_close(method(batch), frames)  # seeded by the examples
+    part = evaluate_subset(examples, [0, 1], {"full_res": method}, {}, data, cfg, lpips=lpips)
+    assert part.rows.num_rows == 2 * 4 and isinstance(part.rows, pa.Table)
