@@ -14,9 +14,15 @@ from millivid.config import ConfigError, ExperimentConfig, load_config
 # name -> (module under millivid_platform.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check the installation and show where services and data are"),
-    "bench": ("bench", "run a benchmark from bench/ and print one JSON object"),
+    "pipeline": ("pipeline", "run the experiment pipeline (data -> ... -> report) as a Prefect flow"),
     "data": ("data", "render, import, inspect and preview video datasets"),
+    "ae": ("ae", "train, encode with and evaluate the hierarchical autoencoder"),
     "schedule": ("schedule", "describe and draw rollout schedules"),
+    "rollout": ("rollout", "roll a trained model out from context frames into a video"),
+    "eval": ("evaluate", "evaluate rollout methods: consistency and quality against rollout length"),
+    "baseline": ("baseline", "show or promote the baseline of nightly regression gates"),
+    "stack": ("stack", "start, check and stop the local MLflow / Prefect / Ray stack"),
+    "bench": ("bench", "run a benchmark from bench/ and print one JSON object"),
 }
 
 

@@ -34,6 +34,9 @@ class PlatformSettings(BaseSettings):
     ray_address: str | None = Field(None, validation_alias=AliasChoices("RAY_ADDRESS", "MILLIVID_RAY_ADDRESS"))
     num_cpus: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPUs of a local Ray")
     experiment: str = Field("millivid", description="MLflow experiment name")
+    stack_mlflow_port: int = Field(5050, description="port of the local stack's MLflow server (5000 is often taken)")
+    stack_prefect_port: int = Field(4200, description="port of the local stack's Prefect server")
+    stack_ray_port: int = Field(6379, description="GCS port of the local stack's Ray head")
 
     @field_validator("workspace")
     @classmethod

@@ -10,6 +10,7 @@ import functools
 import json
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -135,15 +136,17 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def log_config(config: Any, run_id: str | None = None) -> None:
-    """Log a config as flattened params plus the canonical JSON as an artifact."""
+    """Log a config (a model, or a dict of models and values) as flattened params plus canonical JSON."""
     import mlflow
+    from pydantic_core import to_jsonable_python
 
     client = mlflow.MlflowClient()
     target = run_id or mlflow.active_run().info.run_id
-    params = [mlflow.entities.Param(key, value[:6000]) for key, value in flatten(config.model_dump(mode="json")).items()]
+    tree = to_jsonable_python(config)
+    params = [mlflow.entities.Param(key, value[:6000]) for key, value in flatten(tree).items()]
     for start in range(0, len(params), 100):
         client.log_batch(target, params=params[start : start + 100])
-    client.log_text(target, canonical_json(config), "config.json")
+    client.log_text(target, canonical_json(tree), "config.json")
 
 
 def log_metrics(metrics: Mapping[str, float], step: int, run_id: str | None = None) -> None:
@@ -196,3 +199,54 @@ def _now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+def log_dataset(run_id: str, uri: str, name: str, digest: str, context: str) -> None:
+    """Record a dataset (by URI and content digest) as an input of a run."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    try:
+        with warnings.catch_warnings():  # a local path matches two equivalent source types
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(uri)
+    except mlflow.exceptions.MlflowException:  # e.g. memory:// has no MLflow source type
+        source = _fsspec_source(uri)
+    dataset = MetaDataset(source, name=name, digest=digest[:36])
+    mlflow.MlflowClient().log_inputs(
+        run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])]
+    )
+
+
+def _fsspec_source(uri: str) -> Any:
+    from mlflow.data.dataset_source import DatasetSource
+
+    class FsspecDatasetSource(DatasetSource):
+        def __init__(self, location: str):
+            self.location = location
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "fsspec"
+
+        def load(self, **kwargs: Any) -> str:
+            return self.location
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> FsspecDatasetSource:
+            return cls(str(raw_source))
+
+        def to_dict(self) -> dict[str, str]:
+            return {"uri": self.location}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[str, str]) -> FsspecDatasetSource:
+            return cls(source_dict["uri"])
+
+    return FsspecDatasetSource(uri)

@@ -69,3 +69,17 @@ class ClipLoader:
     def batch(self, index: int) -> dict[str, np.ndarray]:
         """Batch number `index` (any non-negative int): the same arrays for the same (seed, index)."""
         return self.sample(np.random.default_rng([self.seed, index]))
+
+
+class StoreClips:
+    """Clips of any length from one split, drawn with the caller's rng (the trainers' clip source):
+    `sample(rng, batch, length)` -> {column: (batch length ...)}."""
+
+    def __init__(self, dataset: Dataset, split: Split = "train", columns: Sequence[str] | None = None):
+        self.dataset, self.split, self.columns = dataset, split, columns
+        self.loaders: dict[int, ClipLoader] = {}
+
+    def sample(self, rng: np.random.Generator, batch: int, length: int) -> dict[str, np.ndarray]:
+        if length not in self.loaders:
+            self.loaders[length] = ClipLoader(self.dataset, length, batch, split=self.split, columns=self.columns)
+        return self.loaders[length].sample(rng, batch)

@@ -14,7 +14,6 @@ import argparse
 from typing import Any
 
 import yaml
-from millivid_platform.cli import CommandError, print_json
 from pydantic import TypeAdapter, ValidationError
 
 from millivid.config import (
@@ -30,6 +29,7 @@ from millivid.diffusion.config import (
     MilliVidScheduleConfig,
     ScheduleConfig,
 )
+from millivid_platform.cli import CommandError, print_json
 
 KINDS = tuple(
     cls.model_fields["kind"].default

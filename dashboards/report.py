@@ -1,0 +1,94 @@
+"""A one-page HTML report of a pipeline run: what ran, what it cost, what the rollouts show.
+
+    html = render_report(title, stages, summary, images)
+
+`stages`: one row per stage (name, MLflow run, cached, seconds); `summary`: the evaluation's
+summary.json; `images`: name -> PNG bytes (plots, reconstruction figure), embedded inline so the
+file stands alone as an MLflow artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+HEADLINE_METRICS = (("lpips", "LPIPS ↓"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"))
+
+
+def render_report(
+    title: str,
+    stages: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any] | None,
+    images: Mapping[str, bytes],
+    notes: Sequence[str] = (),
+) -> str:
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<p class='note'>{html.escape(note)}</p>" for note in notes]
+    parts.append(stage_table(stages))
+    if summary:
+        parts.append(consistency_table(summary))
+    parts += [figure(name, png) for name, png in images.items()]
+    return PAGE.format(title=html.escape(title), body="\n".join(parts))
+
+
+def stage_table(stages: Sequence[Mapping[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(str(s['stage']))}</td><td><code>{html.escape(str(s['run_id']))}</code></td>"
+        f"<td>{'cached' if s['cached'] else 'ran'}</td><td>{float(s['seconds']):.1f}</td></tr>"
+        for s in stages
+    )
+    return f"<h2>Stages</h2><table><tr><th>stage</th><th>MLflow run</th><th></th><th>seconds</th></tr>{rows}</table>"
+
+
+def consistency_table(summary: Mapping[str, Any]) -> str:
+    """Mean ± 95% CI over the last half of the rollout and over revisit frames, one row per method."""
+    header = "".join(f"<th>{label} last half</th>" for _, label in HEADLINE_METRICS)
+    header += "<th>LPIPS revisits</th><th>sharpness / truth</th><th>crosses random frames at</th>"
+    rows = []
+    for name, entry in summary["per_method"].items():
+        cells = [interval_cell(entry["last_half"][metric]) for metric, _ in HEADLINE_METRICS]
+        cells.append(interval_cell(entry["revisit"].get("lpips")))
+        cells.append(interval_cell(entry["sharpness_vs_truth"]))
+        crossing = entry.get("crosses_random_frames") or {}
+        cells.append(html.escape(str(crossing.get("sustained", "–"))))
+        kind = "reference" if entry["reference"] else "method"
+        rows.append(f"<tr class='{kind}'><td>{html.escape(name)}</td>{''.join(f'<td>{c}</td>' for c in cells)}</tr>")
+    backbone = html.escape(str(summary.get("lpips_backbone", "?")))
+    fvd = summary.get("fvd", {})
+    fvd_note = "FVD available" if fvd.get("available") else f"FVD unavailable: {html.escape(str(fvd.get('reason')))}"
+    return (
+        f"<h2>Consistency</h2><p>LPIPS backbone: <b>{backbone}</b>. {fvd_note}.</p>"
+        f"<table><tr><th>method</th>{header}</tr>{''.join(rows)}</table>"
+    )
+
+
+def interval_cell(value: Mapping[str, Any] | None) -> str:
+    if not value or value.get("mean") is None:
+        return "–"
+    low, high = value.get("ci_low"), value.get("ci_high")
+    band = f" <small>[{low:.3f}, {high:.3f}]</small>" if low is not None and high is not None else ""
+    return f"{value['mean']:.3f}{band}"
+
+
+def figure(name: str, png: bytes) -> str:
+    encoded = base64.b64encode(png).decode()
+    return f"<figure><img src='data:image/png;base64,{encoded}' alt='{html.escape(name)}'><figcaption>{html.escape(name)}</figcaption></figure>"
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+tr.reference {{ color: #666; font-style: italic; }}
+img {{ max-width: 100%; image-rendering: pixelated; }}
+.note {{ background: #fff6d5; padding: 6px; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""

@@ -1,0 +1,1 @@
+"""Prefect flows (package `millivid_flows`): thin compositions of the platform's stages."""

@@ -1,0 +1,123 @@
+"""The experiment pipeline and the stage flows users run by hand.
+
+prepare data -> train autoencoder -> encode latents -> train diffusion (per method) -> evaluate
+-> report. Every stage flow is the pipeline up to that stage: upstream stages come from the cache
+when their inputs are unchanged, so a stage flow needs no paths from the user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from millivid_platform import (
+    autoencoder_stage,
+    data_stage,
+    diffusion_stage,
+    evaluation_stage,
+    report_stage,
+)
+from millivid_platform.pipeline import STAGES, PipelineParams, Stage, open_pipeline
+from millivid_platform.settings import load_settings
+from millivid_platform.stages import StageResult
+
+DEFAULT_PARAMS = PipelineParams()
+
+# Results pass between tasks in memory; caching across runs is the platform's (MLflow-backed).
+stage_task = task(cache_policy=NO_CACHE, persist_result=False)
+
+
+@stage_task(name="prepare-data")
+def prepare_data_task(ctx, config) -> StageResult:
+    return data_stage.run(ctx, config.data)
+
+
+@stage_task(name="train-autoencoder")
+def train_autoencoder_task(ctx, config, data: StageResult) -> dict[str, StageResult]:
+    return autoencoder_stage.train(ctx, config, data)
+
+
+@stage_task(name="encode-latents")
+def encode_task(ctx, config, data: StageResult, autoencoder: StageResult) -> StageResult:
+    return autoencoder_stage.encode(ctx, config, data, autoencoder)
+
+
+@stage_task(name="train-diffusion", task_run_name="train-diffusion-{method}")
+def train_diffusion_task(ctx, config, method: str, latents: StageResult, autoencoder: StageResult) -> StageResult:
+    return diffusion_stage.train(ctx, config, method, latents, autoencoder)
+
+
+@stage_task(name="evaluate")
+def evaluate_task(ctx, config, data, autoencoder, latents, models: dict[str, StageResult]) -> StageResult:
+    return evaluation_stage.run(ctx, config, data, autoencoder, latents, models)
+
+
+@stage_task(name="report")
+def report_task(ctx, config, results: dict[str, Any]) -> StageResult:
+    return report_stage.run(ctx, config, results)
+
+
+def run_until(params: PipelineParams, until: Stage, run_name: str) -> dict[str, Any]:
+    """Run the pipeline's stages up to and including `until`; returns each stage's outputs."""
+    last = STAGES.index(until)
+    results: dict[str, Any] = {}
+    with open_pipeline(load_settings(), params, run_name) as (ctx, config):
+        results["data"] = prepare_data_task(ctx, config)
+        if last >= STAGES.index("autoencoder"):
+            results["autoencoder"] = train_autoencoder_task(ctx, config, results["data"])
+        if last >= STAGES.index("encode"):
+            autoencoder = results["autoencoder"]["hierarchical"]
+            results["encode"] = encode_task(ctx, config, results["data"], autoencoder)
+        if last >= STAGES.index("diffusion"):
+            methods = params.methods or list(config.diffusion.methods)
+            results["diffusion"] = {
+                method: train_diffusion_task(ctx, config, method, results["encode"], autoencoder)
+                for method in methods
+            }
+        if last >= STAGES.index("evaluate"):
+            results["evaluate"] = evaluate_task(
+                ctx, config, results["data"], autoencoder, results["encode"], results["diffusion"]
+            )
+        if last >= STAGES.index("report"):
+            results["report"] = report_task(ctx, config, results)
+        results["pipeline_run_id"] = ctx.parent_run_id
+        results["config_name"] = config.name
+    return results
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The whole experiment: data to report."""
+    return run_until(params, "report", "pipeline")
+
+
+@flow(name="prepare-data", log_prints=True)
+def prepare_data(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Render the built-in world or import episodes into a sharded dataset."""
+    return run_until(params, "data", "prepare-data")
+
+
+@flow(name="train-autoencoder", log_prints=True)
+def train_autoencoder(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Train the hierarchical autoencoder (data from the cache or prepared first)."""
+    return run_until(params, "autoencoder", "train-autoencoder")
+
+
+@flow(name="encode-latents", log_prints=True)
+def encode_latents(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Encode the dataset into per-level latents with the trained autoencoder."""
+    return run_until(params, "encode", "encode-latents")
+
+
+@flow(name="train-diffusion", log_prints=True)
+def train_diffusion(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Train the diffusion model of each rollout method in `params.methods` on the latents."""
+    return run_until(params, "diffusion", "train-diffusion")
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Evaluate the methods' rollouts: consistency and quality against rollout length."""
+    return run_until(params, "evaluate", "evaluate")

@@ -1,0 +1,50 @@
+"""Serve every flow as a Prefect deployment (run by `millivid stack up`, or `python -m millivid_flows.serve`).
+
+One deployment per flow users run by hand, plus `nightly-regression` on a cron schedule.
+"""
+
+from __future__ import annotations
+
+import os
+
+from millivid_platform.settings import load_settings
+
+NIGHTLY_CRON = os.environ.get("MILLIVID_NIGHTLY_CRON", "0 2 * * *")
+NIGHTLY_TIMEZONE = os.environ.get("MILLIVID_NIGHTLY_TIMEZONE", "UTC")
+
+
+def deployments() -> list:
+    from prefect.schedules import Cron
+
+    from millivid_flows.nightly import nightly_regression
+    from millivid_flows.pipeline import (
+        encode_latents,
+        evaluate,
+        pipeline,
+        prepare_data,
+        train_autoencoder,
+        train_diffusion,
+    )
+
+    by_hand = [pipeline, prepare_data, train_autoencoder, encode_latents, train_diffusion, evaluate]
+    served = [flow.to_deployment(name=flow.name, tags=["millivid"]) for flow in by_hand]
+    served.append(nightly_regression.to_deployment(
+        name="nightly-regression", tags=["millivid", "nightly"],
+        schedules=[Cron(NIGHTLY_CRON, timezone=NIGHTLY_TIMEZONE)],
+    ))
+    return served
+
+
+def main() -> None:
+    settings = load_settings()
+    settings.export_environment()
+    from prefect import serve
+
+    from millivid_platform.compute import ensure_ray
+
+    ensure_ray(settings)  # before Prefect installs its handlers; flow runs reuse it
+    serve(*deployments())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""`millivid stack up | status | down`: the local MLflow, Prefect and Ray services."""
+
+from __future__ import annotations
+
+import argparse
+
+from millivid_platform.cli import CommandError, print_json
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
+    up = sub.add_parser("up", help="start MLflow, Prefect, a Ray head and the served deployments on 127.0.0.1",
+                        description="start the local stack (data in the workspace) and print the addresses")
+    up.add_argument("--timeout", type=float, default=180, help="seconds to wait for each service to be healthy")
+    up.set_defaults(handler=run_up)
+    status = sub.add_parser("status", help="show the stack's processes and health", description="show the stack")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(handler=run_status)
+    down = sub.add_parser("down", help="stop every process `up` started", description="stop the local stack")
+    down.set_defaults(handler=run_down)
+    env = sub.add_parser("env", help="print the exports that point the CLI at the stack",
+                         description="print shell exports for MLFLOW_TRACKING_URI, PREFECT_API_URL, RAY_ADDRESS")
+    env.set_defaults(handler=run_env)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from millivid_platform import stack
+    from millivid_platform.settings import load_settings
+
+    settings = load_settings()
+    try:
+        stack.up(settings, timeout=args.timeout)
+    except RuntimeError as err:
+        raise CommandError(f"{err}\n(`millivid stack down` stops what did start)") from None
+    print("\nstack is up. Point this shell at it with:\n")
+    run_env(args)
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from millivid_platform import stack
+    from millivid_platform.settings import load_settings
+
+    rows = stack.status(load_settings())
+    if args.json:
+        print_json({"services": rows})
+    elif not rows:
+        print("stack is not running (`millivid stack up`)")
+    for row in rows if not args.json else []:
+        state = "healthy" if row["healthy"] else ("running, not healthy" if row["alive"] else "stopped")
+        print(f"{row['name']:>12}: {state:<22} {row['url']} (pid {row['pid']}, log {row['log']})")
+    return 0 if rows and all(row["healthy"] for row in rows) else 1
+
+
+def run_down(args: argparse.Namespace) -> int:
+    from millivid_platform import stack
+    from millivid_platform.settings import load_settings
+
+    stack.down(load_settings())
+    return 0
+
+
+def run_env(args: argparse.Namespace) -> int:
+    from millivid_platform import stack
+    from millivid_platform.settings import load_settings
+
+    for key, value in stack.client_environment(load_settings()).items():
+        print(f"export {key}={value}")
+    return 0

@@ -1,0 +1,139 @@
+"""Pipeline stage `evaluate`: every method and reference line on the same test examples.
+
+Examples are split over Ray tasks (one CPU each); every example's numbers depend only on its own
+seed, so any number of workers gives the same result. Curves go to MLflow with `step` = rollout
+frame index; tables, plots, videos and the JSON summary go as artifacts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from millivid import storage
+from millivid.ae.checkpoint import load_autoencoder
+from millivid.ae.codec import LatentCodec
+from millivid.config import ExperimentConfig
+from millivid.data.store import open_dataset
+from millivid.diffusion.checkpoint import load_rollout_model
+from millivid.diffusion.schedule import budget_warnings
+from millivid.eval.compare import SubsetResult, evaluate_subset, finish, merge_subsets
+from millivid.eval.methods import DiffusionMethod
+from millivid.eval.protocol import EvalData, Example, draw_examples
+from millivid.eval.references import standard_references
+from millivid_platform import tracking
+from millivid_platform.compute import map_tasks
+from millivid_platform.stages import PipelineContext, StageResult, StageRun, run_stage
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: PipelineContext, config: ExperimentConfig, data: StageResult, autoencoder: StageResult,
+        latents: StageResult, models: dict[str, StageResult]) -> StageResult:
+    upstream = {
+        "dataset": data.outputs["dataset_hash"],
+        "autoencoder": autoencoder.outputs["model_hash"],
+        "latents": latents.outputs["latents_hash"],
+        **{f"model:{name}": result.outputs["model_hash"] for name, result in sorted(models.items())},
+    }
+    inputs = {"eval": config.eval, "sampler": config.diffusion.sampler, "precision": config.compute.precision}
+    body = functools.partial(evaluate, config=config, data=data, autoencoder=autoencoder, latents=latents, models=models)
+    return run_stage(ctx, "evaluate", inputs, upstream, body)
+
+
+@functools.cache
+def _cached_example_data(dataset_uri: str, latents_uri: str) -> EvalData:
+    return EvalData(open_dataset(dataset_uri), open_dataset(latents_uri))
+
+
+def evaluate_examples(job: tuple[Sequence[Example], list[int], dict[str, Any], ExperimentConfig, str, str]) -> SubsetResult:
+    """One Ray task: a subset of the examples, every method and reference."""
+    examples, indices, methods, config, dataset_uri, latents_uri = job
+    data = _cached_example_data(dataset_uri, latents_uri)
+    codec = next(iter(methods.values())).codec if methods else None
+    references = standard_references(data, config.eval, decode=codec.decode if codec else None)
+    rollouts = {name: method.rollout for name, method in methods.items()}
+    return evaluate_subset(examples, indices, rollouts, references, data, config.eval)
+
+
+class Method:
+    """A trained rollout model with its codec; loaded once per worker."""
+
+    def __init__(self, model_uri: str, config: ExperimentConfig):
+        self.model_uri, self.config = model_uri, config
+        model, info = load_rollout_model(model_uri)
+        self.schedule = info.schedule()
+        self.codec = LatentCodec(load_autoencoder(info.autoencoder_uri), config.compute.precision)
+        self.rollout = DiffusionMethod(
+            model, self.schedule, config.diffusion.sampler, self.codec.decode,
+            self.codec.reencode if self.schedule.coarse_context_from_finest else None, config.compute.precision,
+        )
+
+
+def evaluate(run: StageRun, config: ExperimentConfig, data: StageResult, autoencoder: StageResult,
+             latents: StageResult, models: dict[str, StageResult]) -> dict[str, str]:
+    dataset_uri, latents_uri = data.outputs["dataset_uri"], latents.outputs["latents_uri"]
+    examples = draw_examples(open_dataset(dataset_uri), config.eval)
+    methods = {name: Method(result.outputs["model_uri"], config) for name, result in sorted(models.items())}
+    budget = budget_of(methods)
+    tracking.set_tags({"millivid.budget_warnings": "; ".join(budget["warnings"]) or "none"}, run.run_id)
+    workers = max(1, min(len(examples), worker_count()))
+    groups = [list(range(len(examples)))[rank::workers] for rank in range(workers)]
+    log.info("evaluate: %d examples x (%d methods + references) on %d workers", len(examples), len(methods), workers)
+    parts = map_tasks(evaluate_examples, [(examples, group, methods, config, dataset_uri, latents_uri) for group in groups])
+    merged = merge_subsets(parts)
+    result = finish(merged, examples, list(methods), reference_names(merged, methods), config.eval, budget)
+    uri = run.output_uri("evaluation")
+    written = result.write(uri)
+    log_results(run, result, written)
+    return {"evaluation_uri": uri, "summary_hash": storage.sha256(written["summary"])}
+
+
+def reference_names(merged: SubsetResult, methods: dict[str, Any]) -> list[str]:
+    seen = list(dict.fromkeys(merged.rows["method"].to_pylist()))
+    return [name for name in seen if name not in methods]
+
+
+def budget_of(methods: dict[str, Method]) -> dict[str, Any]:
+    schedules = [method.schedule for method in methods.values()]
+    return {
+        "tokens_per_step": {name: method.schedule.max_tokens for name, method in methods.items()},
+        "warnings": budget_warnings(schedules) if schedules else [],
+    }
+
+
+def worker_count() -> int:
+    import ray
+
+    return int(ray.available_resources().get("CPU", 1))
+
+
+def log_results(run: StageRun, result: Any, written: dict[str, str]) -> None:
+    curves = result.curves
+    frame_curves = curves.filter(pc.equal(curves["subset"], "all"))
+    rows = []
+    for method, metric, frame, mean in zip(*(frame_curves[c].to_pylist() for c in ("method", "metric", "frame", "mean")), strict=True):
+        if mean is not None and np.isfinite(mean):
+            rows.append((frame, {f"{metric}/{method}": mean}))
+    by_step: dict[int, dict[str, float]] = {}
+    for frame, values in rows:
+        by_step.setdefault(frame, {}).update(values)
+    for frame, values in sorted(by_step.items()):
+        tracking.log_metrics(values, step=frame, run_id=run.run_id)
+    for name, entry in result.summary["per_method"].items():
+        for window in ("last_half", "last_quarter"):
+            for metric in ("lpips", "psnr", "ssim"):
+                mean = entry[window][metric]["mean"]
+                if mean is not None:
+                    tracking.log_metrics({f"summary/{name}/{metric}_{window}": mean}, step=0, run_id=run.run_id)
+    tracking.set_tags({"millivid.lpips_backbone": result.summary["lpips_backbone"],
+                       "millivid.fvd": "available" if result.summary["fvd"].get("available") else
+                       f"unavailable: {result.summary['fvd'].get('reason')}"}, run.run_id)
+    for name, uri in written.items():
+        folder = name.rsplit("/", 1)[0] if "/" in name else None
+        tracking.log_artifact_bytes(storage.read_bytes(uri), f"evaluation/{folder + '/' if folder else ''}{uri.rsplit('/', 1)[-1]}", run.run_id)

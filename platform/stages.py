@@ -1,0 +1,146 @@
+"""Run one pipeline stage with lineage, caching, locking and resume.
+
+    result = run_stage(ctx, "autoencoder", config_slice, upstream={"dataset": data_hash}, body=train)
+
+`body(stage_run)` does the work, logs into `stage_run.run_id` and returns its outputs (URIs and
+content hashes, strings only). A finished run with the same cache key short-circuits the body;
+an interrupted one is resumed in place (same MLflow run, same checkpoint folder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from millivid import storage
+from millivid_platform import caching, tracking
+from millivid_platform.settings import PlatformSettings
+
+log = logging.getLogger(__name__)
+
+TAG_CONFIG_NAME = "millivid.config_name"
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    settings: PlatformSettings
+    experiment_id: str
+    parent_run_id: str | None = None
+    force: frozenset[str] = field(default_factory=frozenset)
+    config_name: str = "default"
+
+    def forced(self, stage: str) -> bool:
+        return stage in self.force or stage.split(":")[0] in self.force or "all" in self.force
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What a stage body gets: where to log and where to write."""
+
+    stage: str
+    key: str
+    run_id: str
+    settings: PlatformSettings
+    attempt: str  # changes when a stage is forced, so forced training starts from scratch
+
+    def output_uri(self, *parts: str) -> str:
+        return storage.join(self.settings.resolved_storage_root, self.stage.replace(":", "-"), self.key, *parts)
+
+    @property
+    def checkpoint_root(self) -> str:
+        return storage.join(self.settings.resolved_storage_root, "checkpoints")
+
+    @property
+    def checkpoint_name(self) -> str:
+        return f"{self.stage.replace(':', '-')}-{self.key}-{self.attempt}"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    key: str
+    run_id: str
+    outputs: dict[str, str]
+    cached: bool
+    seconds: float  # time inside the stage body (0 when cached)
+
+
+def run_stage(
+    ctx: PipelineContext,
+    stage: str,
+    config: Any,
+    upstream: dict[str, str],
+    body: Callable[[StageRun], dict[str, str]],
+) -> StageResult:
+    key = caching.cache_key(stage, config, upstream)
+    with caching.stage_lock(ctx.settings.workspace / "locks", key):
+        if not ctx.forced(stage):
+            done = caching.finished_run(ctx.experiment_id, key)
+            if done is not None and outputs_exist(caching.outputs_of(done)):
+                return record_cached(ctx, stage, key, config, done)
+        return execute(ctx, stage, key, config, upstream, body)
+
+
+def execute(ctx: PipelineContext, stage: str, key: str, config: Any, upstream: dict[str, str],
+            body: Callable[[StageRun], dict[str, str]]) -> StageResult:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    interrupted = None if ctx.forced(stage) else caching.unfinished_run(ctx.experiment_id, key)
+    if interrupted is not None:
+        run_id = interrupted.info.run_id
+        attempt = interrupted.data.tags.get("millivid.attempt", "0")
+        log.info("%s: resuming interrupted run %s", stage, run_id)
+        client.update_run(run_id, status="RUNNING")
+        if ctx.parent_run_id:
+            client.set_tag(run_id, "mlflow.parentRunId", ctx.parent_run_id)
+    else:
+        attempt = str(int(time.time())) if ctx.forced(stage) else "0"
+        tags = {caching.TAG_CACHE_KEY: key, "millivid.attempt": attempt, "millivid.upstream": json.dumps(upstream),
+                TAG_CONFIG_NAME: ctx.config_name}
+        run_id = tracking.create_run(ctx.experiment_id, stage, stage, config, ctx.parent_run_id, tags)
+        tracking.log_config(config, run_id)
+    started = time.perf_counter()
+    try:
+        outputs = body(StageRun(stage, key, run_id, ctx.settings, attempt))
+    except BaseException:
+        client.set_terminated(run_id, "KILLED" if _interrupted() else "FAILED")
+        raise
+    seconds = time.perf_counter() - started
+    client.set_tag(run_id, caching.TAG_OUTPUTS, json.dumps(outputs, sort_keys=True))
+    client.log_metric(run_id, "stage/body_seconds", seconds)
+    client.set_terminated(run_id, "FINISHED")
+    return StageResult(stage, key, run_id, outputs, cached=False, seconds=seconds)
+
+
+def record_cached(ctx: PipelineContext, stage: str, key: str, config: Any, source: Any) -> StageResult:
+    """A small run under the pipeline that points at the run whose outputs are reused."""
+    import mlflow
+
+    outputs = caching.outputs_of(source)
+    tags = {
+        caching.TAG_CACHE_KEY: key,
+        caching.TAG_CACHED_FROM: source.info.run_id,
+        caching.TAG_OUTPUTS: json.dumps(outputs, sort_keys=True),
+        TAG_CONFIG_NAME: ctx.config_name,
+    }
+    run_id = tracking.create_run(ctx.experiment_id, f"{stage} (cached)", stage, config, ctx.parent_run_id, tags)
+    mlflow.MlflowClient().set_terminated(run_id, "FINISHED")
+    log.info("%s: cached, reusing run %s", stage, source.info.run_id)
+    return StageResult(stage, key, run_id, outputs, cached=True, seconds=0.0)
+
+
+def outputs_exist(outputs: dict[str, str]) -> bool:
+    """Cached outputs count only if every URI they name is still there."""
+    uris = [value for name, value in outputs.items() if name.endswith("_uri")]
+    return all(storage.exists(uri) for uri in uris)
+
+
+def _interrupted() -> bool:
+    import sys
+
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
