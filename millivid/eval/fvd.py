@@ -151,7 +151,7 @@ def frechet_distance(features: np.ndarray, reference: np.ndarray, ridge: float =
     sqrt(A) B sqrt(A) in float64, in torch (numpy's BLAS threads fight other processes on a
     shared CPU; torch's follow torch.set_num_threads).
     """
-    a, b = (torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in (features, reference))
+    a, b = (torch.tensor(np.asarray(x), dtype=torch.float64) for x in (features, reference))
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or not len(a) or not len(b):
         raise ValueError(f"frechet distance needs two non-empty (n d) feature sets of equal d, got {tuple(a.shape)} and {tuple(b.shape)}")
     cov_a, cov_b = covariance(a), covariance(b)
