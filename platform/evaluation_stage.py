@@ -82,7 +82,7 @@ def evaluate(run: StageRun, config: ExperimentConfig, data: StageResult, autoenc
     methods = {name: Method(result.outputs["model_uri"], config) for name, result in sorted(models.items())}
     budget = budget_of(methods)
     tracking.set_tags({"millivid.budget_warnings": "; ".join(budget["warnings"]) or "none"}, run.run_id)
-    workers = max(1, min(len(examples), worker_count()))
+    workers = max(1, min(len(examples), config.eval.workers or worker_count()))
     groups = [list(range(len(examples)))[rank::workers] for rank in range(workers)]
     log.info("evaluate: %d examples x (%d methods + references) on %d workers", len(examples), len(methods), workers)
     parts = map_tasks(evaluate_examples, [(examples, group, methods, config, dataset_uri, latents_uri) for group in groups])

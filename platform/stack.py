@@ -53,27 +53,30 @@ def services(settings: PlatformSettings) -> list[Service]:
             [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(settings.stack_mlflow_port),
              "--backend-store-uri", f"sqlite:///{ws / 'mlflow.db'}",
              "--artifacts-destination", str(ws / "mlartifacts"), "--workers", "1"],
-            mlflow_url, f"{mlflow_url}/health", {},
+            mlflow_url, f"{mlflow_url}/health",
+            {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job workers: seven idle processes
         ),
         Service(
             "prefect",
             [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(settings.stack_prefect_port)],
             prefect_url, f"{prefect_url}/api/health",
             {"PREFECT_HOME": str(settings.prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-             "PREFECT_UI_ENABLED": "true", "PREFECT_API_URL": ""},
+             "PREFECT_UI_ENABLED": "true", "PREFECT_API_URL": "", "PREFECT_SERVER_API_HOST": HOST,
+             # the UI's scripts call this API: it must name the port actually served
+             "PREFECT_SERVER_API_PORT": str(settings.stack_prefect_port), "PREFECT_UI_API_URL": f"{prefect_url}/api"},
         ),
         Service(
             "ray",
             [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", HOST, "--port",
              str(settings.stack_ray_port), "--num-cpus", str(settings.num_cpus), "--include-dashboard", "false",
              "--disable-usage-stats"],
-            ray_address, f"tcp://{ray_address}", {},
+            ray_address, f"tcp://{ray_address}", {"RAY_AUTH_MODE": "token"},
         ),
         Service(
             "deployments",
             [sys.executable, "-m", "millivid_flows.serve"],
             f"{prefect_url}/deployments",
-            f"{prefect_url}/api/deployments/name/pipeline/pipeline",  # answers 200 once deployments are served
+            f"{prefect_url}/api/deployments/name/nightly-regression/nightly-regression",  # served last
             client_env,
         ),
     ]
@@ -85,6 +88,9 @@ def client_environment(settings: PlatformSettings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{settings.stack_mlflow_port}",
         "PREFECT_API_URL": f"http://{HOST}:{settings.stack_prefect_port}/api",
         "RAY_ADDRESS": f"{HOST}:{settings.stack_ray_port}",
+        # Ray 2.60's GCS listens on every interface whatever --node-ip-address says: require the
+        # token (~/.ray/auth_token, created on first start) from every client.
+        "RAY_AUTH_MODE": "token",
         "MILLIVID_WORKSPACE": str(settings.workspace),
     }
 

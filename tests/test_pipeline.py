@@ -170,3 +170,17 @@ def test_pipeline_cli_reports_stage_outputs(pipeline_workspace, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["stages"]["data"]["cached"] is True
     assert Path(out["stages"]["data"]["outputs"]["dataset_uri"]).exists()
+
+
+def test_evaluation_gives_the_same_numbers_on_one_or_two_workers(pipeline_workspace):
+    from millivid.eval.tables import read_parquet
+
+    def rows(workers: int):
+        results = run_pipeline(overrides=[f"eval.workers={workers}"], until="evaluate")
+        evaluation = results["evaluate"]
+        assert not evaluation.cached
+        return read_parquet(evaluation.outputs["evaluation_uri"] + "/rows.parquet")
+
+    one, two = rows(1), rows(2)
+    assert one.num_rows > 0
+    assert one.equals(two)

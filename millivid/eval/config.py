@@ -16,6 +16,7 @@ class EvalConfig(Frozen):
     seed: int = 0
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples for confidence intervals")
     fvd_chunk: int = Field(16, ge=2, description="frames per FVD chunk")
+    workers: int = Field(0, ge=0, description="Ray tasks the examples are split over; 0 = every available CPU")
     lpips_backbone: Literal["auto", "pretrained", "random"] = Field(
         "auto", description="AlexNet backbone of the consistency LPIPS (see autoencoder.lpips.backbone)"
     )
