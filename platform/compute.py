@@ -59,9 +59,8 @@ def ensure_ray(settings: PlatformSettings) -> dict[str, Any]:
             "configure_logging": True,
         }
         if settings.uses_local_ray:
-            kwargs.update(num_cpus=settings.num_cpus, include_dashboard=False)
-            # The project lives in the local virtualenv; workers import it from there.
-            ray.init(**kwargs)
+            # "local" starts a new cluster; a bare ray.init() would attach to any cluster it finds.
+            ray.init(address="local", num_cpus=settings.num_cpus, include_dashboard=False, **kwargs)
         else:
             ray.init(address=settings.ray_address, **kwargs)
     resources = ray.cluster_resources()
