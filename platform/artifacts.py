@@ -17,7 +17,11 @@ def resolve_output(settings: PlatformSettings, run_or_uri: str, key: str) -> str
     import mlflow
 
     tracking.configure(settings)
-    outputs = caching.outputs_of(mlflow.MlflowClient().get_run(run_or_uri))
+    try:
+        run = mlflow.MlflowClient().get_run(run_or_uri)
+    except mlflow.exceptions.MlflowException as err:
+        raise ValueError(f"MLflow run {run_or_uri}: {err.message}") from None
+    outputs = caching.outputs_of(run)
     if key not in outputs:
         raise ValueError(f"MLflow run {run_or_uri} has no output {key!r} (it has: {', '.join(outputs) or 'none'})")
     return outputs[key]

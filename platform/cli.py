@@ -61,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = args.handler(args)
-    except (ConfigError, CommandError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, CommandError, ValueError, OSError) as err:
+        if args.verbose and not isinstance(err, (ConfigError, CommandError)):
+            raise
+        print(f"error: {err}", file=sys.stderr)  # bad input names its file or field; -v shows the traceback
         return 2 if isinstance(err, ConfigError) else 1
     return int(result or 0)
 

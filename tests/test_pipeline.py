@@ -184,3 +184,50 @@ def test_evaluation_gives_the_same_numbers_on_one_or_two_workers(pipeline_worksp
     one, two = rows(1), rows(2)
     assert one.num_rows > 0
     assert one.equals(two)
+
+
+def test_rollout_cli_writes_a_video(pipeline_workspace, tmp_path, capsys):
+    from millivid.video import read_video
+    from millivid_platform.cli import main
+
+    results = run_pipeline()
+    model_run = results["diffusion"]["millivid"].run_id
+    out = tmp_path / "rollout.mp4"
+    assert main(["rollout", "--model", model_run, "--context", "24", "--frames", "8", "--out", str(out), "--steps", "2"]) == 0
+    frames = read_video(str(out))
+    assert len(frames) == 32 and frames.shape[-1] == 3
+    assert main(["rollout", "--model", "0" * 32, "--context", "4", "--frames", "4", "--out", str(out)]) != 0
+
+
+def test_eval_cli_compares_given_models_on_the_same_examples(pipeline_workspace, capsys):
+    import json
+
+    from millivid_platform.cli import main
+
+    results = run_pipeline()
+    models = [f"--model={name}={result.run_id}" for name, result in results["diffusion"].items()]
+    assert main(["eval", "--config", "smoke", *models, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    per_method = out["summary"]["per_method"]
+    assert {"millivid", "full_res", "framepack", "random_frames", "context_mean"} <= set(per_method)
+    assert per_method["millivid"]["last_half"]["lpips"]["ci_low"] <= per_method["millivid"]["last_half"]["lpips"]["mean"]
+
+
+def test_ae_eval_cli_compares_variants_level_by_level(pipeline_workspace, capsys, tmp_path):
+    import json
+
+    from millivid_platform.cli import main
+
+    figure = tmp_path / "levels.png"
+    assert main(["ae", "eval", "--config", "smoke", "--frames", "16", "--figure", str(figure), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [row["tokens"] for row in out["levels"]] == [64, 16, 4]
+    assert {"hierarchical", "downscaled"} <= set(out["levels"][0])
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_baseline_cli(pipeline_workspace, capsys):
+    from millivid_platform.cli import main
+
+    assert main(["baseline", "promote", "f" * 32]) == 1
+    assert "error" in capsys.readouterr().err
