@@ -38,8 +38,10 @@ def configure(settings: PlatformSettings) -> str:
     if experiment is not None:
         experiment_id = experiment.experiment_id
     else:
-        # A server chooses its own artifact store; the embedded SQLite store gets the workspace's.
-        location = None if settings.tracking_uri else settings.artifact_root
+        # A server chooses its own artifact store; a database URI gets the workspace's (MLflow's
+        # default would be ./mlruns under whatever folder the process runs in).
+        embedded = not settings.resolved_tracking_uri.startswith(("http://", "https://", "databricks"))
+        location = settings.artifact_root if embedded else None
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # a concurrent creator won
             mlflow.create_experiment(settings.experiment, artifact_location=location)
         experiment_id = mlflow.get_experiment_by_name(settings.experiment).experiment_id

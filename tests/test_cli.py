@@ -67,3 +67,18 @@ def test_bench_list_and_unknown(capsys):
     assert "matmul" in json.loads(capsys.readouterr().out)["benchmarks"]
     assert main(["bench", "nope"]) == 1
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_embedded_store_keeps_artifacts_in_the_workspace(settings, monkeypatch, tmp_path):
+    import mlflow
+
+    from millivid_platform import tracking
+
+    # as after `export_environment()`: the URI now also comes from the environment
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri)
+    monkeypatch.chdir(tmp_path)
+    from millivid_platform.settings import load_settings
+
+    experiment = tracking.configure(load_settings())
+    location = mlflow.get_experiment(experiment).artifact_location
+    assert location == (settings.workspace / "mlartifacts").as_uri()
