@@ -39,3 +39,7 @@ class ComputeConfig(Frozen):
     use_gpu: bool = False
     precision: Precision = Field("bf16", description="autocast dtype; bf16 on CPU (AVX512-BF16/AMX) and GPU")
     torch_threads: int = Field(0, ge=0, description="intra-op threads per worker; 0 = cpus_per_worker")
+
+    def result_fields(self) -> dict[str, object]:
+        """The fields that change what training computes (a cache key's share): not CPUs or threads."""
+        return self.model_dump(include={"workers", "use_gpu", "precision"})

@@ -43,7 +43,7 @@ def train(ctx: PipelineContext, config: ExperimentConfig, data: StageResult) -> 
     results = {
         variant: run_stage(
             ctx, "autoencoder" if variant == "hierarchical" else f"autoencoder:{variant}",
-            {"autoencoder": variant_config(config.autoencoder, variant), "size": config.data.size, "compute": config.compute},
+            {"autoencoder": trained_slice(config, variant), "size": config.data.size, "compute": config.compute.result_fields()},
             {"dataset": data.outputs["dataset_hash"]},
             functools.partial(train_variant, config=config, variant=variant, data=data),
         )
@@ -52,6 +52,11 @@ def train(ctx: PipelineContext, config: ExperimentConfig, data: StageResult) -> 
     if len(results) > 1:
         log_comparison(ctx, config, data, results)
     return results
+
+
+def trained_slice(config: ExperimentConfig, variant: str) -> AutoencoderConfig:
+    """What a variant's weights depend on: whether the pipeline also trains the other one does not count."""
+    return variant_config(config.autoencoder, variant).model_copy(update={"compare_downscaled": False})
 
 
 def train_variant(run: StageRun, config: ExperimentConfig, variant: str, data: StageResult) -> dict[str, str]:

@@ -41,7 +41,7 @@ def train(ctx: PipelineContext, config: ExperimentConfig, method: str, latents: 
         "method": config.diffusion.methods[method],
         "model": config.diffusion.model,
         "train": config.diffusion.train,
-        "compute": config.compute,
+        "compute": config.compute.result_fields(),
     }
     upstream = {"latents": latents.outputs["latents_hash"], "autoencoder": autoencoder.outputs["model_hash"]}
     return run_stage(ctx, f"diffusion:{method}", inputs, upstream,

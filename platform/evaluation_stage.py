@@ -41,7 +41,9 @@ def run(ctx: PipelineContext, config: ExperimentConfig, data: StageResult, autoe
         "latents": latents.outputs["latents_hash"],
         **{f"model:{name}": result.outputs["model_hash"] for name, result in sorted(models.items())},
     }
-    inputs = {"eval": config.eval, "sampler": config.diffusion.sampler, "precision": config.compute.precision}
+    # how many workers share the examples does not change a number (tested), so it is not part of the key
+    inputs = {"eval": config.eval.model_dump(exclude={"workers"}), "sampler": config.diffusion.sampler,
+              "precision": config.compute.precision}
     body = functools.partial(evaluate, config=config, data=data, autoencoder=autoencoder, latents=latents, models=models)
     return run_stage(ctx, "evaluate", inputs, upstream, body)
 
@@ -54,6 +56,9 @@ def _cached_example_data(dataset_uri: str, latents_uri: str) -> EvalData:
 def evaluate_examples(job: tuple[Sequence[Example], list[int], dict[str, Any], ExperimentConfig, str, str]) -> SubsetResult:
     """One Ray task: a subset of the examples, every method and reference."""
     examples, indices, methods, config, dataset_uri, latents_uri = job
+    logging.getLogger("millivid").setLevel(logging.INFO)  # per-method progress reaches the driver's log
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     data = _cached_example_data(dataset_uri, latents_uri)
     codec = next(iter(methods.values())).codec if methods else None
     references = standard_references(data, config.eval, decode=codec.decode if codec else None)

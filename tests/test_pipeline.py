@@ -176,7 +176,7 @@ def test_evaluation_gives_the_same_numbers_on_one_or_two_workers(pipeline_worksp
     from millivid.eval.tables import read_parquet
 
     def rows(workers: int):
-        results = run_pipeline(overrides=[f"eval.workers={workers}"], until="evaluate")
+        results = run_pipeline(overrides=[f"eval.workers={workers}"], force=["evaluate"], until="evaluate")
         evaluation = results["evaluate"]
         assert not evaluation.cached
         return read_parquet(evaluation.outputs["evaluation_uri"] + "/rows.parquet")
