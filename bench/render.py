@@ -39,12 +39,12 @@ def run(quick: bool = False) -> dict:
     scene = Scene(world, cfg)
     result: dict = {"benchmark": "render", "frames": frames, "threads": 1}
     for size in (64, 32, 16, 128):
-        render(scene, path.pose[:32], path.eye[:32], size)  # colour tables for this size
-        seconds = best_seconds(lambda size=size: render(scene, path.pose, path.eye, size), repeats)
+        render(scene, path.pose[:32], size)  # colour tables for this size
+        seconds = best_seconds(lambda size=size: render(scene, path.pose, size), repeats)
         result[f"frames_per_s_{size}"] = round(frames / seconds, 1)
         result[f"render_scale_{size}"] = cfg.render_scale(size)
     result["frames_per_s"] = result["frames_per_s_64"]
-    wall = best_seconds(lambda: render(scene, path.pose, path.eye, 64), repeats, clock=time.perf_counter)
+    wall = best_seconds(lambda: render(scene, path.pose, 64), repeats, clock=time.perf_counter)
     result["wall_frames_per_s_64"] = round(frames / wall, 1)
     result["world_ms"] = round(1e3 * best_seconds(lambda: generate([0, 1], cfg), repeats), 2)
     result["scene_ms"] = round(1e3 * best_seconds(lambda: Scene(world, cfg), repeats), 2)

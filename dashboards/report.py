@@ -29,6 +29,7 @@ def render_report(
     parts.append(stage_table(stages))
     if summary:
         parts.append(consistency_table(summary))
+        parts.append(headline_note(summary.get("headline")))
     parts += [figure(name, png) for name, png in images.items()]
     return PAGE.format(title=html.escape(title), body="\n".join(parts))
 
@@ -62,6 +63,25 @@ def consistency_table(summary: Mapping[str, Any]) -> str:
         f"<h2>Consistency</h2><p>LPIPS backbone: <b>{backbone}</b>. {fvd_note}.</p>"
         f"<table><tr><th>method</th>{header}</tr>{''.join(rows)}</table>"
     )
+
+
+def headline_note(headline: Mapping[str, Any] | None) -> str:
+    """The paper's claim as tested: the method against each rival on revisit frames, and quality."""
+    if not headline:
+        return ""
+    method = html.escape(str(headline["method"]))
+    items = []
+    for rival, entry in headline["against"].items():
+        verdict = "beats" if entry["beats"] else "does not beat"
+        items.append(f"<li>{method} {verdict} {html.escape(rival)} on revisit frames: LPIPS difference "
+                     f"{interval_cell(entry['revisit_lpips_difference'])}</li>")
+    quality = headline.get("quality_vs_full_res")
+    if quality:
+        verdict = "not worse than" if quality["not_worse"] else "worse than"
+        items.append(f"<li>quality ({html.escape(quality['network'])}, pooled) {verdict} full_res: "
+                     f"{quality[headline['method']]:.3f} vs {quality['full_res']:.3f}</li>")
+    verdict = "holds" if headline["holds"] else "does not hold"
+    return f"<h2>Headline</h2><p class='note'>The headline claim <b>{verdict}</b> for {method}.</p><ul>{''.join(items)}</ul>"
 
 
 def interval_cell(value: Mapping[str, Any] | None) -> str:

@@ -136,7 +136,12 @@ def log_results(run: StageRun, result: Any, written: dict[str, str]) -> None:
                 mean = entry[window][metric]["mean"]
                 if mean is not None:
                     tracking.log_metrics({f"summary/{name}/{metric}_{window}": mean}, step=0, run_id=run.run_id)
-    tracking.set_tags({"millivid.lpips_backbone": result.summary["lpips_backbone"],
+        on_revisits = entry["revisit"].get("lpips") or {}
+        if on_revisits.get("mean") is not None:
+            tracking.log_metrics({f"summary/{name}/lpips_revisit": on_revisits["mean"]}, step=0, run_id=run.run_id)
+    headline = result.summary.get("headline")
+    tracking.set_tags({"millivid.headline": "n/a" if headline is None else "holds" if headline["holds"] else "does not hold",
+                       "millivid.lpips_backbone": result.summary["lpips_backbone"],
                        "millivid.fvd": "available" if result.summary["fvd"].get("available") else
                        f"unavailable: {result.summary['fvd'].get('reason')}"}, run.run_id)
     for name, uri in written.items():

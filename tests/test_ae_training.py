@@ -138,7 +138,7 @@ def test_frame_source_rejects_bad_arrays():
 def write_frames_dataset(uri, episodes=5, length=12, held_out=0.2):
     def episode(index):
         return {"frames": synthetic_frames(length, SIZE, seed=index), "actions": np.zeros(length, np.int8),
-                "pose": np.zeros((length, 3), np.float32)}
+                "pose": np.zeros((length, 5), np.float32)}
 
     write_dataset(uri, ((f"ep-{i}", episode(i)) for i in range(episodes)), frame_columns(SIZE),
                   split=SplitConfig(val=held_out, test=held_out, seed=0))

@@ -13,7 +13,7 @@ def counting_episode(first: int, length: int) -> dict[str, np.ndarray]:
     return {
         "frames": np.broadcast_to((numbers % 256).astype(np.uint8)[:, None, None, None], (length, 4, 4, 3)).copy(),
         "actions": (numbers % 3).astype(np.int8),
-        "pose": np.stack([numbers, numbers, numbers], axis=1).astype(np.float32),
+        "pose": np.stack([numbers] * 5, axis=1).astype(np.float32),
     }
 
 
@@ -42,7 +42,7 @@ def test_batches_are_a_pure_function_of_seed_and_index(dataset):
 def test_clips_are_strided_runs_inside_one_episode(dataset):
     loader = ClipLoader(dataset, length=6, batch_size=64, stride=3, columns=["pose", "actions"])
     batch = loader.batch(0)
-    assert batch["pose"].shape == (64, 6, 3) and batch["actions"].shape == (64, 6)
+    assert batch["pose"].shape == (64, 6, 5) and batch["actions"].shape == (64, 6)
     numbers = batch["pose"][..., 0]
     np.testing.assert_array_equal(np.diff(numbers, axis=1), 3)  # consecutive frames 3 apart: never across episodes
     assert "e3" not in loader.episodes  # 9 frames < span 16

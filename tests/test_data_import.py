@@ -50,6 +50,26 @@ def test_import_npz_episodes_with_resize_and_action_map(source, tmp_path):
     dataset.verify()
 
 
+def test_import_keeps_poses_where_episodes_have_them(source, tmp_path):
+    rng = np.random.default_rng(0)
+    poses = rng.normal(size=(10, 5))  # float64 in the source: stored as float32
+    write_npz(storage.join(source, "with.npz"), video=smooth_video(0, 10, 16), actions=np.zeros(10, int), poses=poses)
+    write_npz(storage.join(source, "without.npz"), video=smooth_video(1, 8, 16), actions=np.zeros(8, int))
+    manifest = import_dataset(source, str(tmp_path / "ds"))
+    assert manifest.pose_known is True
+    dataset = open_dataset(str(tmp_path / "ds"))
+    np.testing.assert_array_equal(dataset.read("with", columns=["pose"])["pose"], poses.astype(np.float32))
+    assert np.isnan(dataset.read("without", columns=["pose"])["pose"]).all()
+
+
+@pytest.mark.parametrize("poses", [np.zeros((10, 3)), np.zeros((9, 5)), np.zeros((10, 5), np.int64)])
+def test_import_names_the_file_with_bad_poses(source, tmp_path, poses):
+    write_npz(storage.join(source, "bad.npz"), video=smooth_video(0, 10, 16), actions=np.zeros(10, int), poses=poses)
+    with pytest.raises(DataError, match=r"bad\.npz: poses are .* expected float \(10, 5\)"):
+        import_dataset(source, str(tmp_path / "ds"))
+    assert not storage.exists(str(tmp_path / "ds"))
+
+
 def test_import_mp4_with_actions_npz(source, tmp_path):
     video = smooth_video(0, 20, 32)
     storage.write_bytes(storage.join(source, "run", "episode.mp4"), video_bytes(video, ".mp4"))

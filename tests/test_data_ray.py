@@ -12,7 +12,7 @@ def test_ray_dataset_yields_the_split_frames_as_torch_batches(ray_session, tmp_p
     rng = np.random.default_rng(0)
     episodes = [
         (f"e{i}", {"frames": rng.integers(0, 256, (25, 8, 8, 3), dtype=np.uint8), "actions": rng.integers(0, 3, 25).astype(np.int8),
-                   "pose": rng.normal(size=(25, 3)).astype(np.float32)})
+                   "pose": rng.normal(size=(25, 5)).astype(np.float32)})
         for i in range(5)
     ]
     uri = str(tmp_path / "ds")

@@ -8,7 +8,7 @@ import pytest
 from millivid import storage
 from millivid.data.columns import ColumnSpec, DataError, frame_columns
 from millivid.data.config import SplitConfig
-from millivid.data.manifest import MANIFEST_NAME, assign_splits
+from millivid.data.manifest import MANIFEST_NAME, SCHEMA_VERSION, assign_splits
 from millivid.data.store import DatasetWriter, open_dataset, write_dataset
 
 
@@ -17,7 +17,7 @@ def episode(seed: int, length: int = 40, size: int = 8) -> dict[str, np.ndarray]
     return {
         "frames": rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8),
         "actions": rng.integers(0, 3, length).astype(np.int8),
-        "pose": rng.normal(size=(length, 3)).astype(np.float32),
+        "pose": rng.normal(size=(length, 5)).astype(np.float32),
     }
 
 
@@ -246,7 +246,7 @@ def test_manifest_lists_checksums_splits_and_meta(tmp_path):
     uri = str(tmp_path / "ds")
     write_dataset(uri, episodes(6), frame_columns(8), split=SplitConfig(val=0.17, test=0.34), meta={"source": "test"})
     raw = json.loads((tmp_path / "ds" / MANIFEST_NAME).read_text())
-    assert raw["schema_version"] == 1 and raw["kind"] == "frames" and raw["meta"] == {"source": "test"}
+    assert raw["schema_version"] == SCHEMA_VERSION and raw["kind"] == "frames" and raw["meta"] == {"source": "test"}
     assert raw["counts"] == {"episodes": 6, "frames": sum(30 + 7 * i for i in range(6)), "train": 3, "val": 1, "test": 2}
     assert raw["columns"]["frames"] == {"dtype": "uint8", "shape": [8, 8, 3]}
     shard = raw["shards"][0]
@@ -268,7 +268,7 @@ def test_process_killed_mid_write_leaves_old_dataset(tmp_path):
         writer = DatasetWriter({uri!r}, frame_columns(8), shard_frames=40)
         for i in range(3):
             writer.add(f"new-{{i}}", {{"frames": np.zeros((30, 8, 8, 3), np.uint8),
-                                     "actions": np.zeros(30, np.int8), "pose": np.zeros((30, 3), np.float32)}})
+                                     "actions": np.zeros(30, np.int8), "pose": np.zeros((30, 5), np.float32)}})
         os._exit(9)  # killed with one shard closed and one open
     """)
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9

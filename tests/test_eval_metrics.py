@@ -8,11 +8,19 @@ import numpy as np
 import pytest
 import torch
 
+from millivid.eval.config import EvalConfig
 from millivid.eval.consistency import frame_metrics, sharpness, unit_frames
-from millivid.eval.revisits import revisit_mask, wrap_angle
+from millivid.eval.curves import ChunkDistances
+from millivid.eval.fvd import STANDIN
+from millivid.eval.revisits import nearest_context_frames, revisit_mask, revisited_frames
 from millivid.eval.stats import bootstrap_mean
-from millivid.eval.summary import crossing, jsonable, masked_mean, window_start
+from millivid.eval.summary import crossing, headline, jsonable, masked_mean, window_start
 from millivid.perceptual import Lpips
+from millivid.pose import YAW, X, camera_pose, view_distance
+from millivid.world.agent import Walker
+from millivid.world.config import WorldConfig
+from millivid.world.policies import trajectory
+from millivid.world.terrain import generate
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +116,8 @@ def loop_track() -> np.ndarray:
     turn = [(1.8, 0.0, k * np.pi / 6) for k in range(1, 7)]
     west = [(1.8 - 0.2 * i, 0.0, np.pi) for i in range(1, 10)]
     back = [(0.0, 0.0, np.pi + k * np.pi / 6) for k in range(1, 7)]
-    return np.array(east + turn + west + back, dtype=np.float32)
+    x, z, yaw = np.array(east + turn + west + back).T
+    return camera_pose(x, 1.6, z, yaw, -0.1)
 
 
 def test_revisits_need_the_same_place_and_view_after_leaving():
@@ -120,13 +129,44 @@ def test_revisits_need_the_same_place_and_view_after_leaving():
     assert mask[-1] and mask[-2]  # back at the start point, yaw 2 pi and 2 pi - pi/6
     assert not mask[0]  # the first turning frame is still next to the last context frame: not a return
     assert mask.sum() == 2
+    revisited = revisited_frames(pose, context=10, radius=0.3, angle=35)
+    assert revisited[-1] == 0 and revisited[-2] == 0 and (revisited[:-2] == -1).all()  # both return to frame 0's view
+
+
+def test_a_full_turn_in_place_revisits_exactly_the_context_views():
+    """The built-in world's spin policy: 24 headings of 15 degrees; the context sees the first 8."""
+    config = WorldConfig(turn_degrees=15)
+    path = trajectory(Walker(generate([2, 0], config), config), np.random.default_rng(0), 48, 1, "spin")
+    yaw_step = np.diff(np.unwrap(path.pose[:, YAW]))
+    assert np.allclose(np.abs(yaw_step), np.radians(15)) and np.ptp(path.pose[:, X]) == 0
+    context = 8
+    revisited = revisited_frames(path.pose, context, radius=0.5, angle=7.0, min_gap=8)
+    # Frame f (f >= 8) looks where frame f - 24 looked, one full turn earlier: frames 24..31
+    # revisit context frames 0..7 once each; no other frame shares a context view.
+    expected = np.full(48 - context, -1)
+    expected[24 - context : 32 - context] = np.arange(8)
+    np.testing.assert_array_equal(revisited, expected)
+    # The nearest-pose baseline picks the same context frames there, and the closest view elsewhere.
+    nearest = nearest_context_frames(path.pose, context, radius=0.5, angle=7.0)
+    np.testing.assert_array_equal(nearest[24 - context : 32 - context], np.arange(8))
+    assert nearest[0] == 7  # frame 8 is one turn step past the last context view
+
+
+def test_view_angle_counts_pitch_and_distance_counts_height():
+    level, tilted = camera_pose(0, 1.6, 0, 0, 0.0), camera_pose(0, 1.6, 0, 0, np.radians(40))
+    _, angle = view_distance(level, tilted)
+    assert angle[0, 0] == pytest.approx(np.radians(40))
+    distance, _ = view_distance(camera_pose(0, 1.6, 0, 0, 0), camera_pose(0, 2.6, 0, 0, 0))
+    assert distance[0, 0] == pytest.approx(1.0)
+    pose = np.concatenate([level.repeat(4, axis=0), tilted.repeat(40, axis=0)])
+    pose[4:20, X] = 5.0  # walk away, come back to the same spot looking 40 degrees up: not the same view
+    assert not revisit_mask(pose, 4, radius=0.5, angle=30).any()
 
 
 def test_standing_still_at_the_end_of_the_context_is_not_a_revisit():
-    pose = np.zeros((20, 3), np.float32)  # never leaves: the rollout merely continues the context
+    pose = camera_pose(np.zeros(20), 1.6, 0.0, 0.0, 0.0)  # never leaves: the rollout merely continues the context
     assert not revisit_mask(pose, 10, radius=1.0, angle=30).any()
-    turning = np.zeros((60, 3), np.float32)
-    turning[:, 2] = np.arange(60) * 2 * np.pi / 24  # a full turn every 24 frames, in place
+    turning = camera_pose(0.0, 1.6, 0.0, np.arange(60) * 2 * np.pi / 24, 0.0)  # a full turn every 24 frames, in place
     mask = revisit_mask(turning, 12, radius=1.0, angle=10)
     assert mask[24 - 12 - 0] and mask.sum() > 0
     assert not mask[0]  # frame 12 looks 180 degrees away from frame 0
@@ -139,17 +179,37 @@ def test_unknown_pose_never_revisits_and_bad_shapes_are_named():
     pose = loop_track()
     pose[:, :] = np.nan
     assert not revisit_mask(pose, 10, 1.0, 30).any()
-    with pytest.raises(ValueError, match=r"\(t 3\)"):
-        revisit_mask(np.zeros((10, 2)), 5, 1.0, 30)
+    assert (nearest_context_frames(pose, 10, 1.0, 30) == -1).all()
+    with pytest.raises(ValueError, match=r"\(t 5\)"):
+        revisit_mask(np.zeros((10, 3)), 5, 1.0, 30)
     with pytest.raises(ValueError, match="context"):
-        revisit_mask(np.zeros((10, 3)), 10, 1.0, 30)
-
-
-def test_wrap_angle():
-    np.testing.assert_allclose(wrap_angle(np.array([2 * np.pi, 3 * np.pi / 2, -3 * np.pi / 2])), [0, -np.pi / 2, np.pi / 2], atol=1e-12)
+        revisit_mask(np.zeros((10, 5)), 10, 1.0, 30)
 
 
 def test_jsonable_replaces_non_finite_numbers():
     out = jsonable({"a": np.float64("nan"), "b": [np.int32(3), np.inf], "c": np.array([1.5]), "d": np.bool_(True)})
     assert out == {"a": None, "b": [3, None], "c": [1.5], "d": True}
     json.dumps(out, allow_nan=False)
+
+
+def test_headline_needs_every_rival_beaten_on_revisits_and_quality_not_worse():
+    cfg = EvalConfig(bootstrap=200)
+    rng = np.random.default_rng(0)
+    revisit = np.zeros((12, 20), bool)
+    revisit[:, 10:] = True
+
+    def scored(level: float) -> dict[str, np.ndarray]:
+        return {"lpips": level + 0.01 * rng.standard_normal((12, 20)), "revisit": revisit}
+
+    values = {"millivid": scored(0.1), "full_res": scored(0.3), "framepack": scored(0.3), "random_frames": scored(0.3), "context_mean": scored(0.2)}
+    distances = {STANDIN: {"millivid": ChunkDistances(np.ones(2), 1.0, 12), "full_res": ChunkDistances(np.ones(2), 2.0, 12)}}
+    verdict = headline(values, distances, ["millivid", "full_res", "framepack"], cfg)
+    assert verdict["holds"] and set(verdict["against"]) == {"full_res", "framepack", "random_frames", "context_mean"}
+    assert verdict["against"]["context_mean"]["revisit_lpips_difference"]["mean"] == pytest.approx(-0.1, abs=0.01)
+    assert verdict["quality_vs_full_res"] == {"network": STANDIN, "millivid": 1.0, "full_res": 2.0, "not_worse": True}
+    blur_wins = {**values, "context_mean": scored(0.05)}
+    lost = headline(blur_wins, distances, ["millivid", "full_res", "framepack"], cfg)
+    assert not lost["holds"] and not lost["against"]["context_mean"]["beats"] and lost["against"]["full_res"]["beats"]
+    worse = {STANDIN: {**distances[STANDIN], "millivid": ChunkDistances(np.ones(2), 3.0, 12)}}
+    assert not headline(values, worse, ["millivid", "full_res", "framepack"], cfg)["holds"]
+    assert headline(values, distances, ["full_res", "framepack"], cfg) is None

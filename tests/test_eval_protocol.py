@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
 from einops import rearrange, reduce, repeat
@@ -26,11 +27,20 @@ from millivid.eval.compare import evaluate_methods, evaluate_subset, finish, mer
 from millivid.eval.config import EvalConfig
 from millivid.eval.fvd import quality_networks
 from millivid.eval.methods import DiffusionMethod
-from millivid.eval.protocol import EvalData, draw_examples, example_seed, load_window, rollout_batch
+from millivid.eval.protocol import (
+    EvalData,
+    draw_examples,
+    example_seed,
+    load_window,
+    nearest_pose_frames,
+    revisit_frames,
+    rollout_batch,
+)
 from millivid.eval.references import (
     CONTEXT_MEAN,
     COPY_LAST,
     GROUND_TRUTH_LATENTS,
+    NEAREST_POSE,
     RANDOM_FRAMES,
     RandomFrames,
     standard_references,
@@ -38,6 +48,7 @@ from millivid.eval.references import (
 from millivid.eval.summary import crossing
 from millivid.eval.tables import CURVE_SCHEMA, ROW_SCHEMA, read_parquet, where
 from millivid.perceptual import Lpips
+from millivid.pose import camera_pose
 from millivid.video import read_video
 
 SIZE, EPISODE, WALK, TURN = 16, 64, 24, 8
@@ -52,7 +63,7 @@ def episode(seed: int) -> dict[str, np.ndarray]:
     t = np.arange(EPISODE)
     x = 0.2 * np.minimum(t, WALK)
     heading = np.maximum(t - WALK, 0) % TURN
-    pose = np.stack([x, np.zeros(EPISODE), heading * 2 * np.pi / TURN], axis=1).astype(np.float32)
+    pose = camera_pose(x, 1.6, 0.0, heading * 2 * np.pi / TURN, 0.0)
     blocks = np.random.default_rng(seed).integers(0, 256, (TURN, 4, 4, 3), dtype=np.uint8)
     views = repeat(blocks, "v h w c -> v (h 4) (w 4) c")
     frames = np.stack([np.roll(views[h], int(round(5 * xi)), axis=1) for h, xi in zip(heading, x, strict=True)])
@@ -161,7 +172,7 @@ def test_references(data):
     examples = draw_examples(data.frames, CFG)[:2]
     batch = rollout_batch(examples, [load_window(data, e, CFG) for e in examples], CFG)
     references = standard_references(data, CFG, decode=toy_decode)
-    assert list(references) == [CONTEXT_MEAN, COPY_LAST, RANDOM_FRAMES, GROUND_TRUTH_LATENTS]
+    assert list(references) == [CONTEXT_MEAN, COPY_LAST, NEAREST_POSE, RANDOM_FRAMES, GROUND_TRUTH_LATENTS]
     mean = references[CONTEXT_MEAN](batch)
     np.testing.assert_allclose(mean[0, 5], batch.context_frames[0].mean(axis=0) / 255, atol=1e-6)
     np.testing.assert_array_equal(references[COPY_LAST](batch)[1, -1], batch.context_frames[1, -1])
@@ -169,6 +180,13 @@ def test_references(data):
     decoded = references[GROUND_TRUTH_LATENTS](batch)
     assert decoded.shape == (2, CFG.rollout, SIZE, SIZE, 3)
     np.testing.assert_allclose(decoded[0].numpy(), rearrange(toy_decode(torch.from_numpy(truth.latents[0][CFG.context :]), 0), "t c h w -> t h w c").numpy())
+    nearest = references[NEAREST_POSE](batch)
+    for row, example in enumerate(examples):
+        pose = load_window(data, example, CFG).pose
+        exact = np.all(pose[CFG.context :, None] == pose[None, : CFG.context], axis=-1)  # (R C) same camera
+        chosen = nearest_pose_frames(pose, CFG)
+        np.testing.assert_array_equal(nearest[row], batch.context_frames[row, chosen])
+        assert exact.any() and exact[np.arange(CFG.rollout), chosen][exact.any(axis=1)].all()  # an exact view wins
     pixels = RandomFrames(data, CFG)  # no decoder: the donor's raw frames
     donor, start = pixels.donor(examples[0])
     assert donor != examples[0].episode and (donor, start) == pixels.donor(examples[0])
@@ -185,7 +203,7 @@ def comparison(data, lpips):
     return examples, methods, references, result, seen
 
 
-def test_comparison_scores_and_summary(comparison):
+def test_comparison_scores_and_summary(comparison, data):
     examples, methods, references, result, seen = comparison
     names = [*methods, *references]
     assert seen[-1] == (len(examples) * len(names),) * 2
@@ -215,6 +233,11 @@ def test_comparison_scores_and_summary(comparison):
     assert summary["per_method"][CONTEXT_MEAN]["vs_context_mean"] is None
     assert summary["per_method"][RANDOM_FRAMES]["crosses_random_frames"] is None
     assert summary["per_method"][CONTEXT_MEAN]["sharpness_vs_truth"]["mean"] < 0.2  # the blur is visible
+    assert {CONTEXT_MEAN, NEAREST_POSE} <= set(summary["per_method"])  # the memory bars, in every summary
+    assert summary["headline"] is None  # no method called eval.headline_method ("millivid") here
+    first = result.rows.filter(pc.and_(pc.equal(result.rows["method"], "perfect"), pc.equal(result.rows["example"], examples[0].index)))
+    revisit_of = revisit_frames(load_window(data, examples[0], CFG).pose, CFG)
+    np.testing.assert_array_equal(first["revisit_of"].to_numpy(), revisit_of)  # which context frame each revisits
 
 
 def test_outputs_are_written_and_read_back(comparison, tmp_path):

@@ -6,7 +6,10 @@ from einops import rearrange
 from pydantic import ValidationError
 
 from millivid.data.config import DataConfig
-from millivid.data.generate import render_episode
+from millivid.data.clips import ClipLoader
+from millivid.data.generate import render_dataset, render_episode
+from millivid.data.store import open_dataset
+from millivid.pose import YAW, X, Y, Z
 from millivid.world.agent import FORWARD, LEFT, RIGHT, Body, Walker
 from millivid.world.blocks import WOOL_COLOURS, Block
 from millivid.world.config import WorldConfig
@@ -21,8 +24,8 @@ def small(**changes) -> DataConfig:
 
 def revisits(pose: np.ndarray, gap: int = 60, radius: float = 0.5, degrees: float = 10.0, away: float = 3.0) -> int:
     """Frames i that return near the pose of a frame j <= i - gap after going >= `away` blocks off."""
-    distance = np.hypot(pose[:, None, 0] - pose[None, :, 0], pose[:, None, 1] - pose[None, :, 1])
-    turn = np.abs((pose[:, None, 2] - pose[None, :, 2] + np.pi) % (2 * np.pi) - np.pi)
+    distance = np.hypot(pose[:, None, X] - pose[None, :, X], pose[:, None, Z] - pose[None, :, Z])
+    turn = np.abs((pose[:, None, YAW] - pose[None, :, YAW] + np.pi) % (2 * np.pi) - np.pi)
     close = (distance < radius) & (turn < np.radians(degrees))
     count = 0
     for i in range(len(pose)):
@@ -53,10 +56,27 @@ def test_frames_show_sky_above_ground(size):
     assert frames.std(axis=(1, 2)).mean() > 15  # structure, not a flat colour
 
 
+def test_poses_round_trip_render_storage_loader_exactly(tmp_path):
+    cfg = small(episodes=3, frames=48)
+    render_dataset(cfg, str(tmp_path / "ds"))
+    dataset = open_dataset(str(tmp_path / "ds"))
+    assert dataset.manifest.pose_known and dataset.columns["pose"].shape == (5,)
+    episodes = {f"ep-{i:06d}": render_episode(cfg, i) for i in range(3)}
+    for name, episode in episodes.items():
+        stored = dataset.read(name)
+        np.testing.assert_array_equal(stored["pose"], episode["pose"])
+        scene = Scene(generate([cfg.seed, int(name[3:])], cfg.world), cfg.world)
+        np.testing.assert_array_equal(render(scene, stored["pose"], cfg.size), stored["frames"])  # the pose says what was seen
+    batch = ClipLoader(dataset, length=8, batch_size=6, split=None, columns=["pose", "frames"]).batch(0)
+    for pose, frames in zip(batch["pose"], batch["frames"], strict=True):
+        found = [(name, start) for name, e in episodes.items() for start in range(48 - 7) if np.array_equal(e["pose"][start : start + 8], pose)]
+        assert found and np.array_equal(episodes[found[0][0]]["frames"][found[0][1] : found[0][1] + 8], frames)
+
+
 def test_actions_and_poses_are_valid():
     episode = render_episode(small(frames=300, hold=3), 0)
     assert episode["actions"].dtype == np.int8 and set(np.unique(episode["actions"])) <= {0, 1, 2}
-    assert episode["pose"].shape == (300, 3) and episode["pose"].dtype == np.float32
+    assert episode["pose"].shape == (300, 5) and episode["pose"].dtype == np.float32
     held = rearrange(episode["actions"], "(d h) -> d h", h=3)
     assert (held == held[:, :1]).all()  # each action is held for 3 frames
 
@@ -84,8 +104,7 @@ def test_camera_geometry_and_turn_directions():
     for _ in range(3):
         turned = {action: walker.act(body, action) for action, body in turned.items()}
     bodies = [start, turned[LEFT], turned[RIGHT]]
-    pose = np.array([(b.x, b.z, walker.yaw(b.heading)) for b in bodies], np.float32)
-    frames = render(Scene(world, cfg), pose, np.array([walker.eye(b) for b in bodies], np.float32), 64)
+    frames = render(Scene(world, cfg), walker.camera(bodies), 64)
     ahead, after_left, after_right = (red_columns(f).mean() for f in frames)
     assert abs(ahead - 31.5) < 4  # straight ahead: in the middle
     assert after_left > ahead + 8  # turning left moves the view left, so things ahead slide right
@@ -101,8 +120,8 @@ def test_walls_block_and_steps_are_one_block():
         body = walker.act(body, FORWARD)
     assert body.x < 14 - 0.29 and body.stand == 2  # stopped by the tower
     path = trajectory(Walker(generate([0, 3], WorldConfig()), WorldConfig()), np.random.default_rng(0), 600, hold=2)
-    assert np.abs(np.diff(path.eye)).max() <= 1.0 + 1e-5
-    step = np.diff(path.pose[:, :2], axis=0)
+    assert np.abs(np.diff(path.pose[:, Y])).max() <= 1.0 + 1e-5
+    step = np.diff(path.pose[:, [X, Z]], axis=0)
     moved = np.hypot(step[:, 0], step[:, 1])
     assert moved.max() <= WorldConfig().step + 1e-5
 
@@ -120,8 +139,8 @@ def test_return_and_revisit_policies_come_back():
 def test_spin_turns_a_full_circle_in_place():
     config = WorldConfig()
     path = trajectory(Walker(generate([2, 0], config), config), np.random.default_rng(0), 96, 1, "spin")
-    assert np.ptp(path.pose[:, 0]) == 0 and np.ptp(path.pose[:, 1]) == 0
-    assert len(np.unique(np.round(path.pose[:, 2], 4))) == config.headings
+    assert np.ptp(path.pose[:, X]) == 0 and np.ptp(path.pose[:, Z]) == 0 and np.ptp(path.pose[:, Y]) == 0
+    assert len(np.unique(np.round(path.pose[:, YAW], 4))) == config.headings
     assert np.isin(path.actions, [LEFT, RIGHT]).all()
 
 

@@ -3,7 +3,7 @@
 An episode is a dict of arrays that share their first axis, time:
     frames   (t h w 3) uint8       pixels
     actions  (t,)      int8        0 forward, 1 turn left, 2 turn right
-    pose     (t 3)     float32     camera x, z, yaw (radians) per frame; NaN when unknown
+    pose     (t 5)     float32     camera x, y, z, yaw, pitch per frame (millivid.pose); NaN when unknown
     latent_l (t n_l c) float16     the autoencoder's level-l tokens (written by the encode stage)
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 from pydantic import Field, field_validator
 
+from millivid.pose import POSE_FIELDS
 from millivid.schema import Frozen
 
 ACTION_NAMES = ("forward", "turn left", "turn right")
@@ -50,7 +51,7 @@ def frame_columns(height: int, width: int | None = None) -> dict[str, ColumnSpec
     return {
         "frames": ColumnSpec(dtype="uint8", shape=(height, width or height, 3)),
         "actions": ColumnSpec(dtype="int8"),
-        "pose": ColumnSpec(dtype="float32", shape=(3,)),
+        "pose": ColumnSpec(dtype="float32", shape=(len(POSE_FIELDS),)),
     }
 
 

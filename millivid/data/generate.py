@@ -26,7 +26,7 @@ def render_episode(cfg: DataConfig, index: int) -> dict[str, np.ndarray]:
     """Episode `index` of the dataset `cfg` describes: a pure function of (cfg, index)."""
     world = generate([cfg.seed, index], cfg.world)
     path = trajectory(Walker(world, cfg.world), np.random.default_rng([cfg.seed, index, 1]), cfg.frames, cfg.hold, cfg.policy)
-    frames = render(Scene(world, cfg.world), path.pose, path.eye, cfg.size)
+    frames = render(Scene(world, cfg.world), path.pose, cfg.size)
     return {"frames": frames, "actions": path.actions, "pose": path.pose}
 
 
@@ -36,7 +36,7 @@ def world_meta(cfg: DataConfig) -> dict:
         "data": cfg.model_dump(mode="json"),
         "actions": list(ACTION_NAMES),
         "action_timing": "actions[i] moved the camera from frame i-1 to frame i",
-        "pose": "x, z in blocks (not wrapped; the world repeats every map_size blocks), yaw in radians",
+        "pose": "x, y (eye height), z in blocks (not wrapped; the world repeats every map_size blocks), yaw and pitch in radians",
         "map_size": cfg.world.map_size,
     }
 

@@ -3,8 +3,9 @@
 Layouts (TECO's): `NAME.npz` holding `video` (T, H, W, 3) uint8 and `actions` (T,) int (DMLab),
 or `NAME.mp4` next to `NAME.npz` holding `actions` (Minecraft). Frames are centre-cropped to a
 square and area-averaged to `size`; action ids go through `action_map` and must end up in
-0 forward, 1 turn left, 2 turn right. Such sources have no camera pose: pose is NaN and the
-manifest says `pose_known: false`.
+0 forward, 1 turn left, 2 turn right. An `.npz` may also hold `poses` (T, 5) float: camera x, y,
+z, yaw, pitch per frame (millivid.pose). Episodes without poses get NaN poses; the manifest says
+`pose_known: true` when at least one episode brought its poses.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from millivid.data.columns import DataError, check_actions, frame_columns
 from millivid.data.config import SplitConfig
 from millivid.data.manifest import Manifest
 from millivid.data.store import DatasetWriter
+from millivid.pose import POSE_FIELDS
 
 Progress = Callable[[int, int], None]
 
@@ -128,7 +130,17 @@ def load_episode(episode: SourceEpisode, size: int | None, action_map: Mapping[i
     except DataError as err:
         raise DataError(f"{err}; map source ids to these with --action-map SOURCE:TARGET,...") from None
     frames = square(video, size)
-    return {"frames": frames, "actions": mapped.astype(np.int8), "pose": np.full((len(frames), 3), np.nan, np.float32)}
+    return {"frames": frames, "actions": mapped.astype(np.int8), "pose": read_poses(arrays, len(frames), episode.npz)}
+
+
+def read_poses(arrays: Mapping[str, np.ndarray], frames: int, where: str) -> np.ndarray:
+    """The episode's (T 5) `poses`, or NaN (unknown) when it has none."""
+    if "poses" not in arrays:
+        return np.full((frames, len(POSE_FIELDS)), np.nan, np.float32)
+    poses = np.asarray(arrays["poses"])
+    if poses.shape != (frames, len(POSE_FIELDS)) or not np.issubdtype(poses.dtype, np.floating):
+        raise DataError(f"{where}: poses are {poses.dtype} {poses.shape}, expected float ({frames}, {len(POSE_FIELDS)}) = {', '.join(POSE_FIELDS)} per frame")
+    return poses.astype(np.float32)
 
 
 def import_dataset(
@@ -153,6 +165,7 @@ def import_dataset(
             if arrays["frames"].shape[1] != side:
                 raise DataError(f"{episode.mp4 or episode.npz}: frames are {arrays['frames'].shape[1]} pixels square after cropping, earlier episodes {side}; pass --size")
             writer.add(episode.id, arrays)
+            writer.pose_known |= bool(np.isfinite(arrays["pose"]).all(axis=1).any())
             if progress:
                 progress(index + 1, len(episodes))
     return writer.manifest

@@ -18,7 +18,7 @@ from millivid.data.columns import ColumnSpec, DataError
 from millivid.data.config import SplitConfig
 from millivid.schema import Frozen
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: pose is x, y, z, yaw, pitch (was x, z, yaw)
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 Split = Literal["train", "val", "test"]

@@ -13,6 +13,7 @@ from PIL import Image
 from millivid import storage
 from millivid.data.columns import DataError
 from millivid.data.store import Dataset, open_dataset
+from millivid.pose import YAW, X, Z, known
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 MIN_PREVIEW_SIDE = 128  # small frames are enlarged (nearest neighbour) to at least this many pixels
@@ -70,13 +71,14 @@ def path_image(pose: np.ndarray, side: int = 512) -> np.ndarray:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    ground, yaw = pose[:, [X, Z]], pose[:, YAW]
     figure, axes = plt.subplots(figsize=(side / 100, side / 100), dpi=100)
-    axes.scatter(pose[:, 0], pose[:, 1], c=np.arange(len(pose)), cmap="viridis", s=4)
-    axes.quiver(pose[::16, 0], pose[::16, 1], np.cos(pose[::16, 2]), np.sin(pose[::16, 2]), angles="xy", width=0.003, alpha=0.5)
-    axes.plot(*pose[0, :2], "go", label="start")
-    axes.plot(*pose[-1, :2], "rs", label="end")
-    centre = (pose[:, :2].max(axis=0) + pose[:, :2].min(axis=0)) / 2
-    half = np.ptp(pose[:, :2], axis=0).max() / 2 + 2
+    axes.scatter(ground[:, 0], ground[:, 1], c=np.arange(len(pose)), cmap="viridis", s=4)
+    axes.quiver(ground[::16, 0], ground[::16, 1], np.cos(yaw[::16]), np.sin(yaw[::16]), angles="xy", width=0.003, alpha=0.5)
+    axes.plot(*ground[0], "go", label="start")
+    axes.plot(*ground[-1], "rs", label="end")
+    centre = (ground.max(axis=0) + ground.min(axis=0)) / 2
+    half = np.ptp(ground, axis=0).max() / 2 + 2
     axes.set_xlim(centre[0] - half, centre[0] + half)
     axes.set_ylim(centre[1] + half, centre[1] - half)  # z grows downwards, as in the world's map
     axes.set_aspect("equal")  # z grows downwards, as in the world's map
@@ -106,8 +108,8 @@ def preview(
         raise DataError(f"{uri}: episode {episode!r} has {length} frames; start {start} is outside it")
     if out.endswith("path.png"):
         pose = dataset.read(episode, columns=["pose"])["pose"]
-        if not dataset.manifest.pose_known:
-            raise DataError(f"{uri}: the dataset has no camera poses (imported), so no path to draw")
+        if not dataset.manifest.pose_known or not known(pose).all():
+            raise DataError(f"{uri}: episode {episode!r} has no camera poses (imported without them), so no path to draw")
         storage.write_bytes(out, png_bytes(path_image(pose)))
         return episode
     video = suffix in VIDEO_SUFFIXES

@@ -156,7 +156,7 @@ def evaluate_subset(
             for example, truth, frames in zip(group, truths, generated, strict=True):
                 images = unit_frames(frames, f"{name}: example {example.index}")
                 metrics = frame_metrics(images, truth.frames, lpips, cfg.psnr_cap)
-                rows.append(example_rows(name, example, metrics, truth.sharpness, truth.revisit))
+                rows.append(example_rows(name, example, metrics, truth.sharpness, truth.revisit_of))
                 features += example_features(quality, name, example.index, images, cfg)
                 if example.index in showcase:
                     showcase[example.index][name] = to_uint8(rearrange(images, "t c h w -> t h w c").numpy())
@@ -179,13 +179,12 @@ class GroundTruth:
 
     frames: torch.Tensor  # (R 3 h w) in [0, 1]
     sharpness: np.ndarray  # (R,)
-    revisit: np.ndarray  # (R,) bool
+    revisit_of: np.ndarray  # (R,) int: the context frame each rollout frame revisits, or -1
 
     @classmethod
     def of(cls, example: Example, window: Window, cfg: EvalConfig) -> GroundTruth:
         frames = unit_frames(window.frames[cfg.context :], f"ground truth of example {example.index}")
-        revisit = revisit_frames(window.pose, cfg)
-        return cls(frames, sharpness(frames).double().numpy(), revisit)
+        return cls(frames, sharpness(frames).double().numpy(), revisit_frames(window.pose, cfg))
 
 
 def named_runs(methods: Mapping[str, RolloutFn], references: Mapping[str, RolloutFn]) -> dict[str, RolloutFn]:

@@ -30,11 +30,12 @@ class EvalConfig(Frozen):
     candidates: int = Field(256, ge=1, description="random windows ranked when select=revisits")
     min_start_gap: int = Field(16, ge=1, description="frames between starts of two examples of one episode")
     revisit_radius: float = Field(1.0, gt=0, description="camera distance (world units) that counts as the same place")
-    revisit_angle: float = Field(30.0, gt=0, le=180, description="yaw difference (degrees) that counts as the same view")
+    revisit_angle: float = Field(30.0, gt=0, le=180, description="angle between view directions (yaw and pitch, degrees) that counts as the same view")
     revisit_min_gap: int = Field(32, ge=1, description="frames between a context frame and a rollout frame that revisits it")
     psnr_cap: float = Field(
         50.0, gt=0, description="PSNR (dB) cap: identical frames are infinite, and differences under 1/255 RMS are invisible"
     )
+    headline_method: str = Field("millivid", description="the method the summary's headline tests against all others")
     rollout_batch: int = Field(8, ge=1, description="examples per rollout call")
     videos: int = Field(2, ge=0, description="examples shown as side-by-side videos and strips")
     video_context: int = Field(16, ge=0, description="last context frames shown before the rollout in videos")

@@ -1,7 +1,9 @@
 """Plots of consistency and quality against rollout length, as PNG bytes (matplotlib, Agg).
 
 One line per method, reference lines dashed, 95% bootstrap bands shaded, the ground truth's
-sharpness dotted black. Every method keeps its colour across plots. Figures are drawn without
+sharpness dotted black, and a grey band along the bottom of every panel marking the revisit
+frames (its height: the share of examples whose frame revisits a context view). Every method
+keeps its colour across plots. Figures are drawn without
 pyplot (no global state); PNG output goes through the Agg renderer. x is the rollout frame (0 = first generated frame after the context).
 
     consistency_png(curves, methods, references)    # LPIPS, PSNR, SSIM; all frames and revisit frames
@@ -44,6 +46,7 @@ def consistency_png(curves: pa.Table, methods: Sequence[str], references: Sequen
             ax.set_title(f"{metric.upper()} on {'all' if subset == 'all' else 'revisit'} frames")
             ax.set_ylabel(LABELS[metric])
             ax.set_xlabel("rollout frame")
+            mark_revisits(ax, curves)
     axes[0, 0].legend(fontsize="small")
     return png(figure)
 
@@ -59,6 +62,7 @@ def quality_png(curves: pa.Table, methods: Sequence[str], references: Sequence[s
             ax.plot(truth["frame"].to_numpy(), truth["mean"].to_numpy(), ":", color="black", label=GROUND_TRUTH)
         ax.set_title(LABELS.get(metric, metric))
         ax.set_xlabel("rollout frame")
+        mark_revisits(ax, curves)
     axes[0].legend(fontsize="small")
     return png(figure)
 
@@ -75,6 +79,28 @@ def draw_lines(ax: Axes, curves: pa.Table, metric: str, subset: str, methods: Se
         ax.plot(frames, mean, style, color=colours(index % 10), label=name, marker=marker, markersize=3)
         if np.isfinite(low).any():
             ax.fill_between(frames, low, high, color=colours(index % 10), alpha=0.2, linewidth=0)
+
+
+def revisit_share(curves: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(frames,), (frames,): the share of examples whose rollout frame revisits a context view."""
+    lpips = where(curves, metric="lpips")
+    if not len(lpips):
+        return np.zeros(0, np.int64), np.zeros(0)
+    first = lpips["method"][0].as_py()
+    everything = where(lpips, method=first, subset="all")
+    revisits = where(lpips, method=first, subset="revisit")
+    share = revisits["examples"].to_numpy() / np.maximum(everything["examples"].to_numpy(), 1)
+    return everything["frame"].to_numpy(), share
+
+
+REVISIT_BAND = 0.08  # height of a frame every example revisits, as a share of the panel
+
+
+def mark_revisits(ax: Axes, curves: pa.Table) -> None:
+    frames, share = revisit_share(curves)
+    if share.any():
+        ax.fill_between(frames, 0, share * REVISIT_BAND, step="mid", transform=ax.get_xaxis_transform(),
+                        color="grey", alpha=0.5, linewidth=0, label="revisit frames (share of examples)")
 
 
 def png(figure: Figure) -> bytes:

@@ -24,7 +24,8 @@ import torch
 from millivid.data.columns import DataError
 from millivid.data.store import Dataset
 from millivid.eval.config import EvalConfig
-from millivid.eval.revisits import revisit_mask
+from millivid.eval.revisits import nearest_context_frames, revisited_frames
+from millivid.pose import POSE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Window:
 
     frames: np.ndarray  # (C+R h w 3) uint8
     actions: np.ndarray  # (C+R,) int64
-    pose: np.ndarray  # (C+R 3) float32, NaN where unknown
+    pose: np.ndarray  # (C+R 5) float32 camera pose (millivid.pose), NaN where unknown
     latents: tuple[np.ndarray, ...] | None  # per level (C+R n_l c) float32
 
 
@@ -88,9 +89,9 @@ def example_seed(seed: int, index: int) -> int:
 
 
 def window_pose(dataset: Dataset, episode: str, start: int, span: int) -> np.ndarray:
-    """(span 3) camera pose; all NaN where the dataset has no pose."""
+    """(span 5) camera pose; all NaN where the dataset has no pose."""
     if "pose" not in dataset.columns:
-        return np.full((span, 3), np.nan, dtype=np.float32)
+        return np.full((span, len(POSE_FIELDS)), np.nan, dtype=np.float32)
     return dataset.read(episode, start, start + span, ["pose"])["pose"]
 
 
@@ -126,12 +127,17 @@ def draw_examples(dataset: Dataset, cfg: EvalConfig) -> list[Example]:
 
 
 def revisit_count(dataset: Dataset, episode: str, start: int, cfg: EvalConfig) -> int:
-    return int(revisit_frames(window_pose(dataset, episode, start, cfg.context + cfg.rollout), cfg).sum())
+    return int((revisit_frames(window_pose(dataset, episode, start, cfg.context + cfg.rollout), cfg) >= 0).sum())
 
 
 def revisit_frames(pose: np.ndarray, cfg: EvalConfig) -> np.ndarray:
-    """(C+R 3) pose of a window -> (R,) bool: rollout frames that revisit a context view."""
-    return revisit_mask(pose, cfg.context, cfg.revisit_radius, cfg.revisit_angle, cfg.revisit_min_gap)
+    """(C+R 5) pose of a window -> (R,) int: the context frame each rollout frame revisits, or -1."""
+    return revisited_frames(pose, cfg.context, cfg.revisit_radius, cfg.revisit_angle, cfg.revisit_min_gap)
+
+
+def nearest_pose_frames(pose: np.ndarray, cfg: EvalConfig) -> np.ndarray:
+    """(C+R 5) pose of a window -> (R,) int: the context frame with the closest view, or -1."""
+    return nearest_context_frames(pose, cfg.context, cfg.revisit_radius, cfg.revisit_angle)
 
 
 def spaced(windows: Iterable[tuple[str, int]], gap: int, limit: int) -> list[tuple[str, int]]:

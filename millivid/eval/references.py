@@ -3,6 +3,9 @@
     context_mean          every rollout frame is the mean of the context frames. Pixel metrics
                           reward its blur; a method that does not beat it has not shown memory.
     copy_last             every rollout frame is the last context frame.
+    nearest_pose          every rollout frame is the context frame whose camera view is closest
+                          (needs poses): what perfect memory of the context, without any
+                          generation, would show. Frames of unknown pose get the last context frame.
     random_frames         the frames at the same window frame index of a different, randomly
                           chosen episode of the split; decoded from its finest latents when a
                           decoder is given (as in the paper), its raw frames otherwise.
@@ -20,10 +23,18 @@ from einops import rearrange, repeat
 from millivid.data.columns import DataError
 from millivid.diffusion.rollout import Decode, decode_frames
 from millivid.eval.config import EvalConfig
-from millivid.eval.protocol import EvalData, Example, RolloutBatch, RolloutFn
+from millivid.eval.protocol import (
+    EvalData,
+    Example,
+    RolloutBatch,
+    RolloutFn,
+    nearest_pose_frames,
+    window_pose,
+)
 
 CONTEXT_MEAN = "context_mean"
 COPY_LAST = "copy_last"
+NEAREST_POSE = "nearest_pose"
 RANDOM_FRAMES = "random_frames"
 GROUND_TRUTH_LATENTS = "ground_truth_latents"
 DONOR_STREAM = 0xD0
@@ -31,6 +42,7 @@ DONOR_STREAM = 0xD0
 NOTES = {
     CONTEXT_MEAN: "mean of the context frames; beating it is the bar for memory",
     COPY_LAST: "last context frame repeated",
+    NEAREST_POSE: "context frame with the closest camera view",
     RANDOM_FRAMES: "same frame index of a different random episode",
     GROUND_TRUTH_LATENTS: "true finest latents decoded: the autoencoder's ceiling",
 }
@@ -43,6 +55,17 @@ def context_mean(batch: RolloutBatch) -> np.ndarray:
 
 def copy_last(batch: RolloutBatch) -> np.ndarray:
     return repeat(batch.context_frames[:, -1], "b h w c -> b t h w c", t=batch.rollout)
+
+
+class NearestPose:
+    def __init__(self, data: EvalData, cfg: EvalConfig):
+        self.data, self.cfg = data, cfg
+
+    def __call__(self, batch: RolloutBatch) -> np.ndarray:
+        span = self.cfg.context + self.cfg.rollout
+        chosen = np.stack([nearest_pose_frames(window_pose(self.data.frames, e.episode, e.start, span), self.cfg) for e in batch.examples])
+        chosen = np.where(chosen >= 0, chosen, self.cfg.context - 1)  # (b R)
+        return np.take_along_axis(batch.context_frames, chosen[:, :, None, None, None], axis=1)
 
 
 class RandomFrames:
@@ -93,6 +116,8 @@ def decoded(decode: Decode, finest: np.ndarray) -> torch.Tensor:
 def standard_references(data: EvalData, cfg: EvalConfig, decode: Decode | None = None) -> dict[str, RolloutFn]:
     """Every reference line the data allows: the latent-decoded ones need a decoder and latents."""
     references: dict[str, RolloutFn] = {CONTEXT_MEAN: context_mean, COPY_LAST: copy_last}
+    if data.frames.manifest.pose_known:
+        references[NEAREST_POSE] = NearestPose(data, cfg)
     references[RANDOM_FRAMES] = RandomFrames(data, cfg, decode if data.latents is not None else None)
     if decode is not None and data.latents is not None:
         references[GROUND_TRUTH_LATENTS] = GroundTruthLatents(data, cfg, decode)

@@ -7,6 +7,11 @@ rollout frame where its mean LPIPS curve first goes above the random-frames line
 it stays above (None if never); its LPIPS minus context-mean's LPIPS per example (paired; a CI
 entirely below 0 is evidence of memory); the video-distribution distances per chunk.
 Frame indices count rollout frames: 0 is the first generated frame.
+
+`headline` states the paper's claim as it is tested here: eval.headline_method has lower LPIPS on
+revisit frames than every other method, random frames and the context mean (paired per-example
+difference, 95% CI entirely below 0), and its video-distribution distance (FVD, else the
+stand-in) is not worse than full_res's (pooled over chunks).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from millivid.eval.stats import bootstrap_mean
 from millivid.eval.tables import FRAME_METRICS, metric_matrix
 
 WINDOWS = {"last_quarter": 4, "last_half": 2}
+FULL_RES = "full_res"  # the schedule the headline's quality condition compares with
 CONSISTENCY = ("lpips", "psnr", "ssim")
 STANDIN_NOTE = "Fréchet distance of fixed-seed random 3-D conv features: ranks methods, NOT comparable to FVD"
 
@@ -67,6 +73,7 @@ def summarize(
         "fvd": {**fvd_status, "metric": FVD},
         "fvd_standin": {"metric": STANDIN, "note": STANDIN_NOTE},
         "per_method": per_method,
+        "headline": headline(values, distances, methods, cfg),
         "budget": budget,
     }
     return jsonable(summary)
@@ -129,12 +136,34 @@ def paired_summary(values: dict[str, dict[str, np.ndarray]], name: str, cfg: Eva
     """LPIPS of `name` minus context-mean's, per example, over the last half and over revisit frames."""
     if CONTEXT_MEAN not in values or name == CONTEXT_MEAN:
         return None
-    ours, bar = values[name], values[CONTEXT_MEAN]
+    return paired_lpips(values[name], values[CONTEXT_MEAN], cfg)
+
+
+def paired_lpips(ours: dict[str, np.ndarray], bar: dict[str, np.ndarray], cfg: EvalConfig) -> dict[str, Any]:
     start = window_start(ours["lpips"].shape[1], WINDOWS["last_half"])
     revisit = ours["revisit"].astype(bool)
     last_half = ours["lpips"][:, start:].mean(axis=1) - bar["lpips"][:, start:].mean(axis=1)
     on_revisits = masked_mean(ours["lpips"], revisit) - masked_mean(bar["lpips"], revisit)
     return {"last_half_lpips": interval(last_half, cfg), "revisit_lpips": interval(on_revisits, cfg)}
+
+
+def headline(values: dict[str, dict[str, np.ndarray]], distances: dict[str, dict[str, ChunkDistances]],
+             methods: Sequence[str], cfg: EvalConfig) -> dict[str, Any] | None:
+    ours = cfg.headline_method
+    if ours not in methods:
+        return None
+    rivals = [name for name in (*methods, RANDOM_FRAMES, CONTEXT_MEAN) if name != ours and name in values]
+    against = {}
+    for rival in rivals:
+        difference = paired_lpips(values[ours], values[rival], cfg)["revisit_lpips"]
+        against[rival] = {"revisit_lpips_difference": difference, "beats": bool(difference["ci_high"] is not None and difference["ci_high"] < 0)}
+    network = FVD if FVD in distances else STANDIN if STANDIN in distances else None
+    quality = None
+    if network is not None and FULL_RES in methods and ours != FULL_RES:
+        mine, theirs = distances[network][ours].pooled, distances[network][FULL_RES].pooled
+        quality = {"network": network, ours: mine, FULL_RES: theirs, "not_worse": bool(mine <= theirs)}
+    holds = bool(against) and all(entry["beats"] for entry in against.values()) and quality is not None and quality["not_worse"]
+    return {"method": ours, "against": against, "quality_vs_full_res": quality, "holds": holds}
 
 
 def quality_entry(found: ChunkDistances) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The evaluation's tables and their Parquet files.
 
     rows      one per (method, example, rollout frame): lpips, psnr, ssim, sharpness,
-              truth_sharpness (of the ground-truth frame), revisit (frame revisits a context pose)
+              truth_sharpness (of the ground-truth frame), revisit (frame revisits a context pose),
+              revisit_of (the context frame it revisits, -1 when it does not)
     features  one per (network, method, example, chunk): the chunk's video features; method
               "ground_truth" holds the real chunks (the Fréchet distances need every example's)
     curves    one per (method, metric, subset, frame): mean, ci_low, ci_high, examples
@@ -30,7 +31,7 @@ GROUND_TRUTH = "ground_truth"
 ROW_SCHEMA = pa.schema(
     [("method", pa.string()), ("example", pa.int32()), ("episode", pa.string()), ("start", pa.int32()), ("frame", pa.int32())]
     + [(name, pa.float64()) for name in (*FRAME_METRICS, "truth_sharpness")]
-    + [("revisit", pa.bool_())]
+    + [("revisit", pa.bool_()), ("revisit_of", pa.int32())]
 )
 FEATURE_SCHEMA = pa.schema(
     [("network", pa.string()), ("method", pa.string()), ("example", pa.int32()), ("chunk", pa.int32()), ("features", pa.list_(pa.float32()))]
@@ -44,9 +45,9 @@ ROW_KEYS = ("method", "example", "frame")
 FEATURE_KEYS = ("network", "method", "example", "chunk")
 
 
-def example_rows(method: str, example: Example, metrics: dict[str, np.ndarray], truth_sharpness: np.ndarray, revisit: np.ndarray) -> pa.Table:
+def example_rows(method: str, example: Example, metrics: dict[str, np.ndarray], truth_sharpness: np.ndarray, revisit_of: np.ndarray) -> pa.Table:
     """Rows of one method on one example; every array is (rollout frames,)."""
-    frames = len(revisit)
+    frames = len(revisit_of)
     columns = {
         "method": [method] * frames,
         "example": np.full(frames, example.index, np.int32),
@@ -55,7 +56,8 @@ def example_rows(method: str, example: Example, metrics: dict[str, np.ndarray], 
         "frame": np.arange(frames, dtype=np.int32),
         **{name: metrics[name] for name in FRAME_METRICS},
         "truth_sharpness": truth_sharpness,
-        "revisit": revisit,
+        "revisit": revisit_of >= 0,
+        "revisit_of": revisit_of.astype(np.int32),
     }
     return pa.table(columns, schema=ROW_SCHEMA)
 

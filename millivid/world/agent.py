@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from millivid.pose import camera_pose
 from millivid.world.config import WorldConfig
 from millivid.world.terrain import World
 
@@ -40,6 +41,13 @@ class Walker:
 
     def eye(self, body: Body) -> float:
         return body.stand + self.cfg.eye_height
+
+    def camera(self, bodies: list[Body]) -> np.ndarray:
+        """(t 5) camera poses x, y (eye), z, yaw, pitch of a sequence of bodies."""
+        return camera_pose(
+            [b.x for b in bodies], [self.eye(b) for b in bodies], [b.z for b in bodies],
+            [self.yaw(b.heading) for b in bodies], math.radians(self.cfg.pitch_degrees),
+        )
 
     def ground_under(self, x: float, z: float) -> int | None:
         """Standing height of a body centred at (x, z), or None where it cannot stand."""

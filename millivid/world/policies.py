@@ -28,11 +28,10 @@ class EpisodeFull(Exception):
 
 @dataclass
 class Trajectory:
-    """(t,) actions, (t 3) poses x, z, yaw and (t,) eye heights; action i moved the camera to pose i."""
+    """(t,) actions and (t 5) camera poses (millivid.pose); action i moved the camera to pose i."""
 
     actions: np.ndarray
     pose: np.ndarray
-    eye: np.ndarray
 
 
 @dataclass
@@ -146,6 +145,4 @@ def trajectory(walker: Walker, rng: np.random.Generator, frames: int, hold: int 
         raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
     pilot = Pilot(walker, walker.start(rng), rng, frames, hold)
     pilot.run(policy)
-    pose = np.array([(b.x, b.z, walker.yaw(b.heading)) for b in pilot.bodies], np.float32)
-    eye = np.array([walker.eye(b) for b in pilot.bodies], np.float32)
-    return Trajectory(np.array(pilot.actions, np.int8), pose, eye)
+    return Trajectory(np.array(pilot.actions, np.int8), walker.camera(pilot.bodies))

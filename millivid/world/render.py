@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from einops import rearrange, repeat
 
+from millivid.pose import PITCH, YAW, X, Y, Z, check_pose
 from millivid.world.blocks import DISTANCE_LEVELS, FACES, TEXELS, Block, colour_table, unpack_rgb
 from millivid.world.config import WorldConfig
 from millivid.world.sky import AZIMUTH_BINS, azimuth_bin, elevation_bin, panorama
@@ -84,13 +85,18 @@ def make_optics(cfg: WorldConfig, res: int) -> Optics:
     )
 
 
-def render(scene: Scene, pose: np.ndarray, eye: np.ndarray, size: int, chunk: int = 32) -> np.ndarray:
-    """(t size size 3) uint8 frames seen from pose (t 3: x, z, yaw) at eye heights (t,)."""
+def render(scene: Scene, pose: np.ndarray, size: int, chunk: int = 32) -> np.ndarray:
+    """(t size size 3) uint8 frames seen from camera poses (t 5: x, y, z, yaw, pitch; see millivid.pose).
+
+    The camera tilt is part of the optics, so every pose's pitch must be the world config's."""
+    check_pose(pose, "render pose")
+    if not np.allclose(pose[:, PITCH], math.radians(scene.cfg.pitch_degrees), atol=1e-5):
+        raise ValueError(f"render pose: pitch must be the world's pitch_degrees={scene.cfg.pitch_degrees} for every frame")
     scale = scene.cfg.render_scale(size)
     frames = np.empty((len(pose), size, size, 3), np.uint8)
     for start in range(0, len(pose), chunk):
         part = slice(start, start + chunk)
-        image = render_chunk(scene, pose[part], eye[part], size * scale)
+        image = render_chunk(scene, pose[part, X], pose[part, Z], pose[part, YAW], pose[part, Y], size * scale)
         frames[part] = area_average(image, scale) if scale > 1 else image
     return frames
 
@@ -101,15 +107,15 @@ def area_average(image: np.ndarray, scale: int) -> np.ndarray:
     return ((total + scale * scale // 2) // (scale * scale)).astype(np.uint8)
 
 
-def render_chunk(scene: Scene, pose: np.ndarray, eye: np.ndarray, res: int) -> np.ndarray:
-    """(b res res 3) uint8 frames for b poses."""
+def render_chunk(scene: Scene, x: np.ndarray, z: np.ndarray, yaw: np.ndarray, eye: np.ndarray, res: int) -> np.ndarray:
+    """(b res res 3) uint8 frames for b cameras at (x, eye, z) looking along yaw; all (b,)."""
     optics, far, n = scene.optics(res), np.float32(scene.cfg.view_distance), scene.world.size
-    pose = pose.astype(np.float32)
-    cos, sin = np.cos(pose[:, 2]), np.sin(pose[:, 2])
+    x, z, yaw = (v.astype(np.float32) for v in (x, z, yaw))
+    cos, sin = np.cos(yaw), np.sin(yaw)
     # one ray per (frame, screen column), direction at unit depth (so t is depth: no fisheye)
     dir_x = rearrange(cos[:, None] - optics.ndc[None] * sin[:, None], "b w -> (b w)")
     dir_z = rearrange(sin[:, None] + optics.ndc[None] * cos[:, None], "b w -> (b w)")
-    origin_x, origin_z, eye_r = (repeat(v, "b -> (b w)", w=res) for v in (pose[:, 0], pose[:, 1], eye.astype(np.float32)))
+    origin_x, origin_z, eye_r = (repeat(v, "b -> (b w)", w=res) for v in (x, z, eye.astype(np.float32)))
 
     # per crossing (r k): the last crossing of every ray stands for the sky
     cells, t_in, t_out, x_face = march(origin_x, origin_z, dir_x, dir_z, far, n)
@@ -143,7 +149,7 @@ def render_chunk(scene: Scene, pose: np.ndarray, eye: np.ndarray, res: int) -> n
     colour = optics.colours[index]
 
     sky = crossing % rows.shape[1] == rows.shape[1] - 1
-    azimuth = (azimuth_bin(pose[:, 2])[:, None] + optics.sky_columns[None]) % AZIMUTH_BINS
+    azimuth = (azimuth_bin(yaw)[:, None] + optics.sky_columns[None]) % AZIMUTH_BINS
     sky_index = rearrange(optics.sky_rows[None] + azimuth[..., None], "b w h -> (b w h)")
     colour[sky] = scene.sky[sky_index[sky]]
     return unpack_rgb(np.ascontiguousarray(rearrange(colour, "(b w h) -> b h w", w=res, h=res)[:, ::-1]))
