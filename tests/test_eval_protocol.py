@@ -27,6 +27,7 @@ from millivid.eval.compare import evaluate_methods, evaluate_subset, finish, mer
 from millivid.eval.config import EvalConfig
 from millivid.eval.fvd import quality_networks
 from millivid.eval.methods import DiffusionMethod
+from millivid.eval.plots import revisit_share
 from millivid.eval.protocol import (
     EvalData,
     draw_examples,
@@ -46,10 +47,11 @@ from millivid.eval.references import (
     standard_references,
 )
 from millivid.eval.summary import crossing
-from millivid.eval.tables import CURVE_SCHEMA, ROW_SCHEMA, read_parquet, where
+from millivid.eval.tables import CURVE_SCHEMA, ROW_SCHEMA, metric_matrix, read_parquet, where
 from millivid.perceptual import Lpips
 from millivid.pose import camera_pose
 from millivid.video import read_video
+from millivid_dashboards.report import render_report
 
 SIZE, EPISODE, WALK, TURN = 16, 64, 24, 8
 TOKENS = (16, 4, 1)
@@ -253,6 +255,11 @@ def test_outputs_are_written_and_read_back(comparison, tmp_path):
         assert picture.format == "PNG" and picture.size[0] > 100
     video = read_video(written["videos/example-0000.mp4"])
     assert video.shape[0] == CFG.video_context + CFG.rollout
+    frames, share = revisit_share(result.curves)  # the grey band along the bottom of every panel
+    revisit = metric_matrix(result.rows, "perfect", "revisit").astype(bool)
+    np.testing.assert_array_equal(frames, np.arange(CFG.rollout))
+    np.testing.assert_allclose(share, revisit.mean(axis=0))
+    assert 0 < share.max() <= 1
     assert not list(tmp_path.rglob("*.tmp-*"))
 
 
@@ -308,3 +315,15 @@ def test_diffusion_method_rolls_out_from_the_context_latents(data, lpips):
     torch.testing.assert_close(method(batch), frames)  # seeded by the examples
     part = evaluate_subset(examples, [0, 1], {"full_res": method}, {}, data, cfg, lpips=lpips)
     assert part.rows.num_rows == 2 * 4 and isinstance(part.rows, pa.Table)
+
+
+def test_report_states_the_headline_and_shows_every_baseline(comparison):
+    *_, result, _ = comparison
+    verdict = {"method": "perfect", "holds": False, "quality_vs_full_res": None,
+               "against": {CONTEXT_MEAN: {"revisit_lpips_difference": {"mean": -0.2, "ci_low": -0.3, "ci_high": -0.1}, "beats": True},
+                           "late_noise": {"revisit_lpips_difference": {"mean": 0.1, "ci_low": -0.1, "ci_high": 0.3}, "beats": False}}}
+    page = render_report("eval", [], {**result.summary, "headline": verdict}, result.pictures)
+    assert "headline claim <b>does not hold</b> for perfect" in page
+    assert "perfect beats context_mean on revisit frames" in page and "perfect does not beat late_noise" in page
+    assert all(f"<td>{name}</td>" in page for name in (CONTEXT_MEAN, NEAREST_POSE, RANDOM_FRAMES))
+    assert page.count("<img src='data:image/png;base64,") == len(result.pictures)
