@@ -150,6 +150,10 @@ def test_examples_are_deterministic_spaced_and_ranked_by_revisits(data):
     chosen = {(e.episode, e.start) for e in examples}
     shuffled = {(e.episode, e.start) for e in draw_examples(data.frames, CFG.model_copy(update={"select": "random", "seed": 1}))}
     assert shuffled != chosen
+    demanding = CFG.model_copy(update={"min_revisit_share": 0.5})
+    kept = draw_examples(data.frames, demanding)
+    assert kept and all(e.revisits >= 0.5 * CFG.rollout for e in kept)
+    assert len(kept) < len(draw_examples(data.frames, demanding.model_copy(update={"min_revisit_share": 0.0, "examples": 64})))
 
 
 def test_too_long_windows_are_a_clear_error(data):

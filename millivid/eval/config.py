@@ -28,6 +28,9 @@ class EvalConfig(Frozen):
         "revisits", description="random windows, or the windows whose rollout revisits most context poses"
     )
     candidates: int = Field(256, ge=1, description="random windows ranked when select=revisits")
+    min_revisit_share: float = Field(
+        0.0, ge=0, le=1, description="skip windows whose rollout has a smaller share of revisit frames (select=revisits)"
+    )
     min_start_gap: int = Field(16, ge=1, description="frames between starts of two examples of one episode")
     revisit_radius: float = Field(1.0, gt=0, description="camera distance (world units) that counts as the same place")
     revisit_angle: float = Field(30.0, gt=0, le=180, description="angle between view directions (yaw and pitch, degrees) that counts as the same view")

@@ -99,7 +99,8 @@ def draw_examples(dataset: Dataset, cfg: EvalConfig) -> list[Example]:
     """cfg.examples windows of cfg.split, the same for the same (dataset, cfg).
 
     Windows are drawn in a seeded random order without replacement; with select=revisits the
-    first cfg.candidates are ranked by revisit frames (ties keep draw order). Windows are taken
+    first cfg.candidates are ranked by revisit frames (ties keep draw order) and those with less than
+    cfg.min_revisit_share of their rollout frames revisiting are dropped. Windows are taken
     in that order, skipping any that start within cfg.min_start_gap frames of a taken window of
     the same episode (near-copies would make the confidence intervals too narrow).
     """
@@ -119,7 +120,7 @@ def draw_examples(dataset: Dataset, cfg: EvalConfig) -> list[Example]:
     if cfg.select == "revisits":
         candidates = list(windows)
         counts = np.array([revisit_count(dataset, episode, start, cfg) for episode, start in candidates])
-        windows = [candidates[i] for i in np.argsort(-counts, kind="stable")]
+        windows = [candidates[i] for i in np.argsort(-counts, kind="stable") if counts[i] >= cfg.min_revisit_share * cfg.rollout]
     chosen = spaced(windows, cfg.min_start_gap, cfg.examples)
     if len(chosen) < cfg.examples:
         log.warning("%s: only %d of %d requested examples (windows of %d frames, %d apart)", dataset.uri, len(chosen), cfg.examples, span, cfg.min_start_gap)
