@@ -2,7 +2,8 @@
 
 prepare data -> train autoencoder -> encode latents -> train diffusion (per method) -> evaluate
 -> report. Every stage flow is the pipeline up to that stage: upstream stages come from the cache
-when their inputs are unchanged, so a stage flow needs no paths from the user.
+when their inputs are unchanged, so a stage flow needs no paths from the user. With a time limit,
+a flow whose training paused ends Cancelled with a message saying where and how to continue.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled, State
 
 from millivid_platform import (
     autoencoder_stage,
@@ -19,9 +21,9 @@ from millivid_platform import (
     evaluation_stage,
     report_stage,
 )
-from millivid_platform.pipeline import STAGES, PipelineParams, Stage, open_pipeline
+from millivid_platform.pipeline import STAGES, PipelineParams, Stage, open_pipeline, pause_message
 from millivid_platform.settings import load_settings
-from millivid_platform.stages import StageResult
+from millivid_platform.stages import StagePaused, StageResult
 
 DEFAULT_PARAMS = PipelineParams()
 
@@ -87,37 +89,49 @@ def run_until(params: PipelineParams, until: Stage, run_name: str) -> dict[str, 
     return results
 
 
+def run_flow(params: PipelineParams, until: Stage, run_name: str) -> dict[str, Any] | State:
+    """`run_until` for a flow: a stage paused at the time limit ends the flow run Cancelled.
+
+    Not Failed (nothing went wrong) and not Completed (there are no results yet): Prefect has no
+    terminal "paused until run again" state, and a Paused flow run would wait to be resumed in place.
+    """
+    try:
+        return run_until(params, until, run_name)
+    except StagePaused as paused:
+        return Cancelled(message=pause_message(paused, params))
+
+
 @flow(name="pipeline", log_prints=True)
-def pipeline(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+def pipeline(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """The whole experiment: data to report."""
-    return run_until(params, "report", "pipeline")
+    return run_flow(params, "report", "pipeline")
 
 
 @flow(name="prepare-data", log_prints=True)
-def prepare_data(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+def prepare_data(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Render the built-in world or import episodes into a sharded dataset."""
-    return run_until(params, "data", "prepare-data")
+    return run_flow(params, "data", "prepare-data")
 
 
 @flow(name="train-autoencoder", log_prints=True)
-def train_autoencoder(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+def train_autoencoder(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Train the hierarchical autoencoder (data from the cache or prepared first)."""
-    return run_until(params, "autoencoder", "train-autoencoder")
+    return run_flow(params, "autoencoder", "train-autoencoder")
 
 
 @flow(name="encode-latents", log_prints=True)
-def encode_latents(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+def encode_latents(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Encode the dataset into per-level latents with the trained autoencoder."""
-    return run_until(params, "encode", "encode-latents")
+    return run_flow(params, "encode", "encode-latents")
 
 
 @flow(name="train-diffusion", log_prints=True)
-def train_diffusion(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+def train_diffusion(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Train the diffusion model of each rollout method in `params.methods` on the latents."""
-    return run_until(params, "diffusion", "train-diffusion")
+    return run_flow(params, "diffusion", "train-diffusion")
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any]:
+def evaluate(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Evaluate the methods' rollouts: consistency and quality against rollout length."""
-    return run_until(params, "evaluate", "evaluate")
+    return run_flow(params, "evaluate", "evaluate")

@@ -8,6 +8,9 @@ Reproducibility: the batch and the noise of step s depend only on (seed, step, r
 how many steps this process has already run, so a resumed run follows the same trajectory.
 Exactly-once metrics: metrics are buffered and travel inside each checkpoint; hooks publish them
 after the checkpoint is durable, and a resumed run republishes only steps not published yet.
+Stopping early: a `stop` hook can end training at a log step (e.g. at a time limit); the loop then
+checkpoints that step, so training split over several runs adds up to one uninterrupted run. The
+checkpoint state's `train_seconds` sums the loop's wall time over every run that led to it.
 """
 
 from __future__ import annotations
@@ -53,11 +56,15 @@ class Hooks:
     `checkpoint(step, state)` gets the full training state; `state["metrics"]` holds the metric
     rows (step, {name: value}) logged since the previous checkpoint. `evaluation(step, result)`
     runs on rank 0 after each held-out evaluation (its metrics are also in the metric rows).
+    `stop(step)` is asked at every log step before the last; True ends training there, after a
+    checkpoint of that step. It runs on every rank at the same step and must answer the same on
+    all of them (asking at log steps keeps every logged window of metrics complete).
     """
 
     progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, metrics: None
     checkpoint: Callable[[int, dict[str, Any]], None] = lambda step, state: None
     evaluation: Callable[[int, Evaluation], None] = lambda step, result: None
+    stop: Callable[[int], bool] = lambda step: False
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -97,20 +104,26 @@ def fit(
     wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
     reduce: Callable[[dict[str, float]], dict[str, float]] = lambda metrics: metrics,
 ) -> nn.Module:
-    """Train `task` from `state` (a checkpoint's state, or None) to `cfg.steps`; returns the model."""
+    """Train `task` from `state` (a checkpoint's state, or None) to `cfg.steps`, or until `hooks.stop`
+    says so; returns the model. The last checkpoint's step tells which of the two happened."""
     device = device or torch.device("cpu")
     hooks = hooks or Hooks()
     torch.manual_seed(cfg.seed)  # parameter init: identical on every rank before DDP broadcasts
     model = task.build_model().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    start, pending = 0, []
+    start, seconds_before, pending = 0, 0.0, []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
+        seconds_before = float(state.get("train_seconds", 0.0))  # checkpoints older than this field: 0
     model = wrap(model)
     window: list[dict[str, float]] = []
     started = time.perf_counter()
+
+    def train_seconds() -> float:
+        return seconds_before + time.perf_counter() - started
+
     for step in range(start + 1, cfg.steps + 1):
         model.train()
         for group in optimizer.param_groups:
@@ -123,10 +136,12 @@ def fit(
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         window.append({"train/loss": float(loss.detach()), "train/grad_norm": float(grad_norm), **metrics})
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        log_step = step % cfg.log_every == 0 or step == cfg.steps
+        if log_step:
             averaged = reduce({key: sum(row[key] for row in window) / len(window) for key in window[0]})
             averaged["train/lr"] = learning_rate(cfg, step)
             averaged["train/steps_per_s"] = (step - start) / (time.perf_counter() - started)
+            averaged["train/wall_seconds_total"] = train_seconds()
             pending.append((step, averaged))
             window = []
             hooks.progress(step, cfg.steps, averaged)
@@ -136,13 +151,17 @@ def fit(
                 evaluation = task.evaluate(unwrap(model), device)
             pending.append((step, {f"eval/{k}": v for k, v in evaluation.metrics.items()}))
             hooks.evaluation(step, evaluation)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        stopping = log_step and step < cfg.steps and hooks.stop(step)
+        if stopping or step % cfg.checkpoint_every == 0 or step == cfg.steps:
             state = copy.deepcopy({  # hooks may keep it; it must not alias the live weights
                 "model": unwrap(model).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "step": step,
                 "metrics": pending,
+                "train_seconds": train_seconds(),
             })
             hooks.checkpoint(step, state)
             pending = []
+        if stopping:
+            break
     return unwrap(model)

@@ -73,6 +73,7 @@ def train_variant(run: StageRun, config: ExperimentConfig, variant: str, data: S
         run_name=run.checkpoint_name,
         mlflow_run_id=run.run_id,
         tracking_uri=run.settings.resolved_tracking_uri,
+        deadline=run.deadline,
     ))
     model = build_autoencoder(cfg.model, config.data.size)
     model.load_state_dict(result.state["model"])

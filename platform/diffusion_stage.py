@@ -71,6 +71,7 @@ def train_method(run: StageRun, config: ExperimentConfig, method: str, latents: 
         run_name=run.checkpoint_name,
         mlflow_run_id=run.run_id,
         tracking_uri=run.settings.resolved_tracking_uri,
+        deadline=run.deadline,
     ))
     model = build_dit(info.model, info.channels, info.tokens_per_level, info.schedule().context_source)
     model.load_state_dict(result.state["model"])

@@ -4,7 +4,9 @@
 
 `body(stage_run)` does the work, logs into `stage_run.run_id` and returns its outputs (URIs and
 content hashes, strings only). A finished run with the same cache key short-circuits the body;
-an interrupted one is resumed in place (same MLflow run, same checkpoint folder).
+an interrupted one is resumed in place (same MLflow run, same checkpoint folder). A body that
+stops at the pipeline's time limit raises `StagePaused`: its run is left KILLED and tagged
+`millivid.paused`, which makes it an interrupted run that the next pipeline run resumes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,19 @@ from millivid_platform.settings import PlatformSettings
 log = logging.getLogger(__name__)
 
 TAG_CONFIG_NAME = "millivid.config_name"
+TAG_PAUSED = "millivid.paused"
+TAG_PAUSED_AT = "millivid.paused_at"
+
+
+class StagePaused(Exception):
+    """A stage stopped at the pipeline's time limit with its progress saved; rerunning continues it."""
+
+    def __init__(self, stage: str, step: int, total: int):
+        super().__init__(stage, step, total)  # the constructor's arguments, so that it pickles
+        self.stage, self.step, self.total = stage, step, total
+
+    def __str__(self) -> str:
+        return f"{self.stage} at step {self.step}/{self.total}"
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,7 @@ class PipelineContext:
     parent_run_id: str | None = None
     force: frozenset[str] = field(default_factory=frozenset)
     config_name: str = "default"
+    deadline: float | None = None  # time.time() at which training stages pause (the time limit)
 
     def forced(self, stage: str) -> bool:
         return stage in self.force or stage.split(":")[0] in self.force or "all" in self.force
@@ -46,6 +62,7 @@ class StageRun:
     run_id: str
     settings: PlatformSettings
     attempt: str  # changes when a stage is forced, so forced training starts from scratch
+    deadline: float | None = None  # the pipeline's: training pauses there (raises StagePaused)
 
     def output_uri(self, *parts: str) -> str:
         return storage.join(self.settings.resolved_storage_root, self.stage.replace(":", "-"), self.key, *parts)
@@ -96,6 +113,9 @@ def execute(ctx: PipelineContext, stage: str, key: str, config: Any, upstream: d
         attempt = interrupted.data.tags.get("millivid.attempt", "0")
         log.info("%s: resuming interrupted run %s", stage, run_id)
         client.update_run(run_id, status="RUNNING")
+        for tag in (TAG_PAUSED, TAG_PAUSED_AT):
+            if tag in interrupted.data.tags:  # it is running again
+                client.delete_tag(run_id, tag)
         if ctx.parent_run_id:
             client.set_tag(run_id, "mlflow.parentRunId", ctx.parent_run_id)
     else:
@@ -106,7 +126,10 @@ def execute(ctx: PipelineContext, stage: str, key: str, config: Any, upstream: d
         tracking.log_config(config, run_id)
     started = time.perf_counter()
     try:
-        outputs = body(StageRun(stage, key, run_id, ctx.settings, attempt))
+        outputs = body(StageRun(stage, key, run_id, ctx.settings, attempt, ctx.deadline))
+    except StagePaused as paused:
+        mark_paused(run_id, paused)
+        raise
     except BaseException:
         client.set_terminated(run_id, "KILLED" if _interrupted() else "FAILED")
         raise
@@ -115,6 +138,16 @@ def execute(ctx: PipelineContext, stage: str, key: str, config: Any, upstream: d
     client.log_metric(run_id, "stage/body_seconds", seconds)
     client.set_terminated(run_id, "FINISHED")
     return StageResult(stage, key, run_id, outputs, cached=False, seconds=seconds)
+
+
+def mark_paused(run_id: str, paused: StagePaused) -> None:
+    """Not FINISHED (so the next pipeline run resumes it), and tagged so that nobody mistakes it for a crash."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, TAG_PAUSED, "true")
+    client.set_tag(run_id, TAG_PAUSED_AT, str(paused))
+    client.set_terminated(run_id, "KILLED")
 
 
 def record_cached(ctx: PipelineContext, stage: str, key: str, config: Any, source: Any) -> StageResult:

@@ -5,6 +5,8 @@ to `checkpoint_root/run_name` on any fsspec filesystem; rerunning with the same 
 the latest checkpoint (Ray Train restores its checkpoint manager from storage). Metrics travel
 inside checkpoints and are published once the checkpoint is durable, skipping steps MLflow
 already has, so a killed and resumed run has no lost or repeated steps in its metric history.
+A job with a deadline stops at the first log step past it, on every rank at once, checkpoints
+there and raises `StagePaused`; the next run with the same pair continues from that checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +24,13 @@ import torch
 
 from millivid.schema import ComputeConfig, TrainConfig
 from millivid.training import Evaluation, Hooks, Task, fit
+from millivid_platform.stages import StagePaused
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 MARKER_KEY = "train/published_step"  # logged last with each batch: how far MLflow has the history
+TAG_TRAIN_SECONDS = "millivid.train_seconds"  # training wall time summed over every run that resumed it
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,17 @@ class TrainingJob:
     run_name: str
     mlflow_run_id: str | None
     tracking_uri: str | None
+    deadline: float | None = None  # time.time() at which training pauses (None: train to the end)
 
 
 @dataclass(frozen=True)
 class TrainingResult:
-    state: dict[str, Any]  # the final checkpoint's state (model, optimizer, step, metrics)
+    state: dict[str, Any]  # the final checkpoint's state (model, optimizer, step, metrics, train_seconds)
     checkpoint_uri: str
 
 
 def run_training(job: TrainingJob) -> TrainingResult:
+    """Train to `job.train.steps`; raises `StagePaused` when the deadline stopped it first."""
     from millivid_platform.compute import fit_torch
 
     result = fit_torch(
@@ -62,7 +69,19 @@ def run_training(job: TrainingJob) -> TrainingResult:
         raise RuntimeError(f"{job.stage}: training finished without a checkpoint")
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    if job.mlflow_run_id:
+        tag_train_seconds(job, state)
+    if state["step"] < job.train.steps:
+        raise StagePaused(job.stage, int(state["step"]), job.train.steps)
     return TrainingResult(state=state, checkpoint_uri=result.checkpoint.path)
+
+
+def tag_train_seconds(job: TrainingJob, state: dict[str, Any]) -> None:
+    """After every invocation, paused or finished: on a finished run it is the whole training time."""
+    import mlflow
+
+    seconds = f"{state.get('train_seconds', 0.0):.0f}"  # checkpoints from before this field: 0
+    mlflow.MlflowClient(tracking_uri=job.tracking_uri).set_tag(job.mlflow_run_id, TAG_TRAIN_SECONDS, seconds)
 
 
 def worker_loop(config: dict[str, Any]) -> None:
@@ -88,6 +107,7 @@ def worker_loop(config: dict[str, Any]) -> None:
             progress=lambda step, total, metrics: rank == 0 and log_progress(job.stage, step, total, metrics),
             checkpoint=lambda step, new_state: report_checkpoint(new_state, rank, publisher),
             evaluation=lambda step, result: publisher and publisher.images(step, result),
+            stop=deadline_check(job.deadline, world_size > 1),
         ),
         state=state,
         rank=rank,
@@ -119,11 +139,30 @@ def report_checkpoint(state: dict[str, Any], rank: int, publisher: MetricPublish
         publisher.publish(state["metrics"])
 
 
+def deadline_check(deadline: float | None, distributed: bool) -> Callable[[int], bool]:
+    """The loop's `stop` hook: the deadline has passed, on any rank's clock (so all ranks stop together)."""
+    if deadline is None:
+        return lambda step: False
+    if not distributed:
+        return lambda step: time.time() >= deadline
+    return lambda step: true_on_any_rank(time.time() >= deadline)
+
+
+def true_on_any_rank(flag: bool) -> bool:
+    import ray.train.torch
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)], device=ray.train.torch.get_device())  # nccl needs it on the GPU
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def mean_across_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    import ray.train.torch
     import torch.distributed as dist
 
     names = sorted(metrics)
-    values = torch.tensor([metrics[name] for name in names], dtype=torch.float64)
+    values = torch.tensor([metrics[name] for name in names], dtype=torch.float64, device=ray.train.torch.get_device())
     dist.all_reduce(values)
     values /= dist.get_world_size()
     return dict(zip(names, values.tolist(), strict=True))

@@ -31,7 +31,7 @@ def run_pipeline(overrides=(), force=(), until="report"):
     from millivid_flows import pipeline as flows
     from millivid_platform.pipeline import PipelineParams
 
-    flow = {"report": flows.pipeline, "evaluate": flows.evaluate, "autoencoder": flows.train_autoencoder}[until]
+    flow = {"report": flows.pipeline, "evaluate": flows.evaluate, "autoencoder": flows.train_autoencoder, "data": flows.prepare_data}[until]
     return flow(PipelineParams(preset="smoke", overrides=list(overrides), force=list(force)))
 
 
@@ -62,6 +62,7 @@ def test_smoke_pipeline_end_to_end(pipeline_workspace):
     evaluate_artifacts = {a.path for a in client.list_artifacts(children["evaluate"].info.run_id, "evaluation")}
     assert {"evaluation/summary.json", "evaluation/rows.parquet", "evaluation/plots"} <= evaluate_artifacts
     assert client.get_metric_history(children["evaluate"].info.run_id, "lpips/millivid")
+    assert children["evaluate"].data.tags["millivid.headline"] in ("holds", "does not hold")
     assert [a.path for a in client.list_artifacts(results["pipeline_run_id"], "report")] == ["report/index.html"]
     assert children["data"].inputs.dataset_inputs  # the dataset is an MLflow input
 
@@ -136,6 +137,47 @@ def test_killed_training_stage_resumes_from_its_checkpoint(pipeline_workspace):
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
 
 
+def test_time_limited_pipeline_pauses_in_training_and_the_same_command_continues(pipeline_workspace):
+    """A limit that has passed by the first log step: the first run pauses, the same command finishes."""
+    import contextlib
+    import io
+    import json
+
+    import mlflow
+
+    from millivid_platform.cli import main
+    from millivid_platform.commands.pipeline import EXIT_PAUSED
+
+    command = ["pipeline", "--config", "smoke", "--until", "autoencoder", "--time-limit", "0.01", "--json",
+               "autoencoder.train.steps=10", "autoencoder.train.eval_every=10"]
+
+    def run_command() -> tuple[int, dict]:
+        # stdout only, not capsys: when this test runs the session's first flow, Prefect's console
+        # log handler would keep capsys's stderr, closed once the test ends
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            code = main(command)
+        return code, json.loads(out.getvalue())
+
+    code, out = run_command()
+    assert code == EXIT_PAUSED
+    assert out["paused"] == ("paused: autoencoder at step 5/10 after the 0.01-minute limit; "
+                             "run it again with the same parameters to continue")
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("millivid").experiment_id
+    paused = {run.data.tags["millivid.stage"]: run for run in client.search_runs([experiment], "tags.`millivid.paused` = 'true'")}
+    assert set(paused) == {"pipeline", "autoencoder"}  # the stage's run and the invocation's parent run
+    assert all(run.info.status == "KILLED" for run in paused.values())
+    stage_run = paused["autoencoder"].info.run_id
+
+    code, out = run_command()
+    assert code == 0
+    finished = out["stages"]["autoencoder"]["hierarchical"]
+    assert finished["run_id"] == stage_run and not finished["cached"]  # resumed in place
+    run = client.get_run(stage_run)
+    assert run.info.status == "FINISHED" and "millivid.paused" not in run.data.tags
+    assert [m.step for m in client.get_metric_history(stage_run, "train/loss")] == [5, 10]
+
+
 def test_nightly_regression_passes_on_equal_and_fails_on_worse(pipeline_workspace):
     import mlflow
 
@@ -166,6 +208,7 @@ def test_pipeline_cli_reports_stage_outputs(pipeline_workspace, capsys):
 
     from millivid_platform.cli import main
 
+    run_pipeline(until="data")  # so the CLI's run finds the data stage cached, whichever test ran before
     assert main(["pipeline", "--config", "smoke", "--until", "data", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["stages"]["data"]["cached"] is True
@@ -209,7 +252,8 @@ def test_eval_cli_compares_given_models_on_the_same_examples(pipeline_workspace,
     assert main(["eval", "--config", "smoke", *models, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     per_method = out["summary"]["per_method"]
-    assert {"millivid", "full_res", "framepack", "random_frames", "context_mean"} <= set(per_method)
+    assert {"millivid", "full_res", "framepack", "random_frames", "context_mean", "nearest_pose"} <= set(per_method)
+    assert set(out["summary"]["headline"]["against"]) == {"full_res", "framepack", "random_frames", "context_mean"}
     assert per_method["millivid"]["last_half"]["lpips"]["ci_low"] <= per_method["millivid"]["last_half"]["lpips"]["mean"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -70,6 +71,29 @@ def test_resume_from_state_follows_the_same_trajectory():
     assert torch.equal(straight.weight, resumed.weight)
 
 
+def test_stop_hook_pauses_at_a_log_step_and_resuming_matches_one_straight_run():
+    cfg = train_config()  # log every 10, checkpoint every 20, evaluate every 30, 60 steps
+    delay = 0.01  # per step, so that each run's share of the summed wall time is measurable
+    straight = fit(LinearTask(), cfg, precision="fp32")
+    asked, first = [], []
+
+    def stop(step):
+        asked.append(step)
+        return step >= 30
+
+    fit(LinearTask(0, delay), cfg, precision="fp32",
+        hooks=Hooks(stop=stop, checkpoint=lambda step, state: first.append(state)))
+    assert asked == [10, 20, 30]  # only at log steps, so no logged window is cut short
+    assert [s["step"] for s in first] == [20, 30]  # 30 is no checkpoint step: stopping adds one
+    second = []
+    resumed = fit(LinearTask(0, delay), cfg, precision="fp32", state=first[-1],
+                  hooks=Hooks(checkpoint=lambda step, state: second.append(state)))
+    assert torch.equal(straight.weight, resumed.weight)
+    logged = [step for state in first + second for step, _ in state["metrics"]]
+    assert logged == [10, 20, 30, 30, 40, 50, 60, 60]
+    assert second[-1]["train_seconds"] >= first[-1]["train_seconds"] + 30 * delay  # summed over both runs
+
+
 def test_learning_rate_schedule():
     cfg = train_config(lr=1.0, warmup_steps=10, steps=110)
     assert learning_rate(cfg, 5) == pytest.approx(0.5)
@@ -83,7 +107,7 @@ def test_bf16_autocast_runs():
 
 
 def make_job(root: str, run_id: str | None, tracking_uri: str | None, workers: int = 1, steps: int = 60,
-             name: str = "toy", step_delay: float = 0.0):
+             name: str = "toy", step_delay: float = 0.0, deadline: float | None = None):
     from millivid_platform.training import TrainingJob
 
     return TrainingJob(
@@ -95,6 +119,7 @@ def make_job(root: str, run_id: str | None, tracking_uri: str | None, workers: i
         run_name=name,
         mlflow_run_id=run_id,
         tracking_uri=tracking_uri,
+        deadline=deadline,
     )
 
 
@@ -122,6 +147,36 @@ def test_ray_train_logs_each_step_once(ray_session, mlflow_store, settings, tmp_
     again = run_training(make_job(str(tmp_path / "ckpt"), run_id, uri, workers=workers, name=f"toy{workers}"))
     assert torch.equal(again.state["model"]["weight"], weight)
     assert metric_steps(uri, run_id, "train/loss") == [10, 20, 30, 40, 50, 60]
+
+
+@pytest.mark.integration
+def test_deadline_pauses_every_rank_at_a_checkpoint_and_a_rerun_continues(ray_session, mlflow_store, settings, tmp_path):
+    """Two DDP ranks agree to stop at the first log step past the deadline; the rerun picks up there."""
+    import mlflow
+
+    from millivid_platform import tracking
+    from millivid_platform.stages import StagePaused
+    from millivid_platform.training import TAG_TRAIN_SECONDS, run_training
+
+    uri = settings.resolved_tracking_uri
+    run_id = tracking.create_run(mlflow_store, "toy-deadline", "toy")
+    delay = 0.05  # per step: the cumulative wall time below must grow by at least this much per step
+    job = make_job(str(tmp_path / "ckpt"), run_id, uri, workers=2, name="toy-deadline", step_delay=delay,
+                   deadline=time.time())
+    with pytest.raises(StagePaused) as paused:
+        run_training(job)
+    assert (paused.value.step, paused.value.total) == (10, 60)
+    assert metric_steps(uri, run_id, "train/loss") == [10]  # the pause checkpoint's metrics are published
+
+    result = run_training(dataclasses.replace(job, deadline=None))
+    assert result.state["step"] == 60
+    assert metric_steps(uri, run_id, "train/loss") == [10, 20, 30, 40, 50, 60]
+    assert metric_steps(uri, run_id, "eval/weight_error") == [30, 60]
+    wall = {m.step: m.value for m in mlflow.MlflowClient(uri).get_metric_history(run_id, "train/wall_seconds_total")}
+    assert wall[20] >= wall[10] + 10 * delay  # the second run counts on from the first run's total
+    assert result.state["train_seconds"] >= wall[60] >= 60 * delay
+    tags = mlflow.MlflowClient(uri).get_run(run_id).data.tags
+    assert tags[TAG_TRAIN_SECONDS] == f"{result.state['train_seconds']:.0f}"
 
 
 KILL_SCRIPT = """

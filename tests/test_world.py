@@ -5,8 +5,8 @@ import pytest
 from einops import rearrange
 from pydantic import ValidationError
 
-from millivid.data.config import DataConfig
 from millivid.data.clips import ClipLoader
+from millivid.data.config import DataConfig
 from millivid.data.generate import render_dataset, render_episode
 from millivid.data.store import open_dataset
 from millivid.pose import YAW, X, Y, Z

@@ -11,6 +11,8 @@ from millivid.config import PRESETS, load_config
 from millivid_platform.cli import add_config_arguments, print_json
 from millivid_platform.pipeline import STAGES, PipelineParams
 
+EXIT_PAUSED = 75  # sysexits' EX_TEMPFAIL: not done yet, run the same command again
+
 FLOW_FOR_STAGE = {
     "data": "prepare_data",
     "autoencoder": "train_autoencoder",
@@ -27,12 +29,17 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help=f"redo these stages even when cached ({', '.join(STAGES)}, all)")
     parser.add_argument("--until", choices=STAGES, default="report", help="last stage to run (default: report)")
     parser.add_argument("--methods", nargs="+", help="diffusion methods to train/evaluate (default: all in the config)")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES", dest="time_limit_minutes",
+                        help="pause training at a checkpoint once this many minutes have passed; "
+                             "the same command run again continues from there")
     parser.add_argument("--json", action="store_true", help="print the stages' outputs as one JSON object")
+    parser.epilog = (f"exit status: 0 done; 1 error; 2 invalid configuration; {EXIT_PAUSED} paused at --time-limit "
+                     "(the same command run again continues the paused training)")
     parser.set_defaults(handler=run)
 
 
 def params_from_args(args: argparse.Namespace) -> PipelineParams:
-    common: dict[str, Any] = {"force": args.force, "methods": args.methods}
+    common: dict[str, Any] = {"force": args.force, "methods": args.methods, "time_limit_minutes": args.time_limit_minutes}
     if args.config in PRESETS:
         load_config(args.config, args.overrides)  # fail fast, with the CLI's error message
         return PipelineParams(preset=args.config, overrides=args.overrides, **common)
@@ -51,7 +58,14 @@ def run(args: argparse.Namespace) -> int:
     from millivid_flows import pipeline as flows
 
     started = time.perf_counter()
-    results = getattr(flows, FLOW_FOR_STAGE[args.until])(params)
+    state = getattr(flows, FLOW_FOR_STAGE[args.until])(params, return_state=True)
+    if state.is_cancelled():  # a stage paused at the time limit (the message says which, and how far)
+        if args.json:
+            print_json({"paused": state.message})
+        else:
+            print(state.message)
+        return EXIT_PAUSED
+    results = state.result()
     summary = {"wall_seconds": round(time.perf_counter() - started, 2), "stages": jsonable(results)}
     if args.json:
         print_json(summary)
