@@ -155,7 +155,21 @@ def down(settings: PlatformSettings, timeout: float = 30.0, echo=print) -> None:
         if alive(entry.pid):
             stop_group(entry.pid, timeout)
             echo(f"{entry.name:>12}: stopped (pid {entry.pid})")
+        if entry.name == "ray":
+            forget_ray_head(entry.url)
     state_file(settings).unlink(missing_ok=True)
+
+
+def forget_ray_head(address: str) -> None:
+    """`ray start` records its head for `address="auto"` in Ray's temp folder, and a head stopped by
+    signal leaves the record behind; later local clusters' Ray Train placement-group cleaners would
+    then look for the dead head and die with a GCS timeout."""
+    from ray._common.utils import get_ray_address_file
+
+    record = Path(get_ray_address_file(None))
+    port = address.rsplit(":", 1)[-1]
+    if record.exists() and record.read_text().strip().rsplit(":", 1)[-1] == port:  # Ray writes the node's own IP
+        record.unlink(missing_ok=True)
 
 
 def stop_group(pid: int, timeout: float) -> None:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +100,12 @@ def test_stack_serves_deployments_runs_flows_and_shows_them_in_the_uis(running_s
     mlflow_ui = page_text(f"http://127.0.0.1:{settings.stack_mlflow_port}/#/experiments/{report['experiment_id']}/runs")
     assert "prepare-data-smoke" in mlflow_ui
 
+    from ray._common.utils import get_ray_address_file
+
+    record = Path(get_ray_address_file(None))
+    assert record.read_text().strip().endswith(f":{settings.stack_ray_port}")  # `ray start` recorded the head
     stack.down(settings, echo=lambda line: None)
+    assert not record.exists()  # so later local clusters do not look for the dead head
     assert not any(stack.group_alive(entry.pid) for entry in started)
     assert stack.status(settings) == []
     for port in (settings.stack_mlflow_port, settings.stack_prefect_port, settings.stack_ray_port):
