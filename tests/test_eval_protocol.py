@@ -30,6 +30,7 @@ from millivid.eval.methods import DiffusionMethod
 from millivid.eval.plots import revisit_share
 from millivid.eval.protocol import (
     EvalData,
+    Example,
     draw_examples,
     example_seed,
     load_window,
@@ -43,6 +44,7 @@ from millivid.eval.references import (
     GROUND_TRUTH_LATENTS,
     NEAREST_POSE,
     RANDOM_FRAMES,
+    NearestPose,
     RandomFrames,
     standard_references,
 )
@@ -197,6 +199,21 @@ def test_references(data):
     donor, start = pixels.donor(examples[0])
     assert donor != examples[0].episode and (donor, start) == pixels.donor(examples[0])
     np.testing.assert_array_equal(pixels(batch)[0], data.frames.read(donor, start + CFG.context, start + CFG.context + CFG.rollout)["frames"])
+
+
+def test_nearest_pose_shows_the_last_context_frame_where_the_pose_is_unknown(tmp_path):
+    partly_known = episode(0)
+    partly_known["pose"][40:] = np.nan
+    write_dataset(str(tmp_path / "frames"), [("ep-0", partly_known)], frame_columns(SIZE))
+    data = EvalData(open_dataset(str(tmp_path / "frames")))
+    cfg = CFG.model_copy(update={"select": "random"})
+    example = Example(0, "ep-0", 30, 0, 0)  # context 30..37, rollout 38..45: frames 40..45 have no pose
+    window = load_window(data, example, cfg)
+    shown = NearestPose(data, cfg)(rollout_batch([example], [window], cfg))[0]
+    chosen = nearest_pose_frames(window.pose, cfg)
+    assert (chosen[:2] >= 0).all() and (chosen[2:] == -1).all()
+    np.testing.assert_array_equal(shown[:2], window.frames[chosen[:2]])
+    np.testing.assert_array_equal(shown[2:], np.broadcast_to(window.frames[cfg.context - 1], shown[2:].shape))
 
 
 @pytest.fixture(scope="module")

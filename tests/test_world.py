@@ -9,7 +9,7 @@ from millivid.data.clips import ClipLoader
 from millivid.data.config import DataConfig
 from millivid.data.generate import render_dataset, render_episode
 from millivid.data.store import open_dataset
-from millivid.pose import YAW, X, Y, Z
+from millivid.pose import PITCH, YAW, X, Y, Z
 from millivid.world.agent import FORWARD, LEFT, RIGHT, Body, Walker
 from millivid.world.blocks import WOOL_COLOURS, Block
 from millivid.world.config import WorldConfig
@@ -71,6 +71,18 @@ def test_poses_round_trip_render_storage_loader_exactly(tmp_path):
     for pose, frames in zip(batch["pose"], batch["frames"], strict=True):
         found = [(name, start) for name, e in episodes.items() for start in range(48 - 7) if np.array_equal(e["pose"][start : start + 8], pose)]
         assert found and np.array_equal(episodes[found[0][0]]["frames"][found[0][1] : found[0][1] + 8], frames)
+
+
+def test_render_refuses_a_pitch_other_than_the_worlds():
+    cfg = small(frames=4)
+    episode = render_episode(cfg, 0)
+    tilted = episode["pose"].copy()
+    tilted[:, PITCH] += 0.2
+    scene = Scene(generate([cfg.seed, 0], cfg.world), cfg.world)
+    with pytest.raises(ValueError, match="pitch must be the world's pitch_degrees"):
+        render(scene, tilted, cfg.size)
+    with pytest.raises(ValueError, match=r"\(t 5\)"):
+        render(scene, episode["pose"][:, :3], cfg.size)
 
 
 def test_actions_and_poses_are_valid():

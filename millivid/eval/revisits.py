@@ -26,9 +26,7 @@ def revisit_mask(pose: np.ndarray, context: int, radius: float, angle: float, mi
 def revisited_frames(pose: np.ndarray, context: int, radius: float, angle: float, min_gap: int = 1) -> np.ndarray:
     """(t - context,) int: for each rollout frame the context frame it revisits (the nearest view
     among those that qualify), or -1."""
-    pose = check_pose(np.asarray(pose, dtype=np.float64))
-    if not 0 < context < len(pose):
-        raise ValueError(f"context {context} must leave rollout frames in a window of {len(pose)} frames")
+    pose = window(pose, context)
     distance, turn = view_distance(pose, pose[:context])  # (t c)
     with np.errstate(invalid="ignore"):
         near = (distance <= radius) & (turn <= np.deg2rad(angle))  # frame k sees context frame c's view; NaN never
@@ -45,12 +43,18 @@ def nearest_context_frames(pose: np.ndarray, context: int, radius: float, angle:
     """(t - context,) int: for each rollout frame the context frame whose view is closest
     (distance in units of `radius` plus view angle in units of `angle` degrees), or -1 where
     the pose is unknown."""
-    pose = check_pose(np.asarray(pose, dtype=np.float64))
-    if not 0 < context < len(pose):
-        raise ValueError(f"context {context} must leave rollout frames in a window of {len(pose)} frames")
+    pose = window(pose, context)
     distance, turn = view_distance(pose[context:], pose[:context])  # (r c)
     score = np.nan_to_num(closeness(distance, turn, radius, angle), nan=np.inf)
     return np.where(np.isfinite(score).any(axis=1), score.argmin(axis=1), -1)
+
+
+def window(pose: np.ndarray, context: int) -> np.ndarray:
+    """A window's (t 5) poses as float64, checked to hold `context` frames and at least one more."""
+    pose = check_pose(np.asarray(pose, dtype=np.float64))
+    if not 0 < context < len(pose):
+        raise ValueError(f"context {context} must leave rollout frames in a window of {len(pose)} frames")
+    return pose
 
 
 def closeness(distance: np.ndarray, turn: np.ndarray, radius: float, angle: float) -> np.ndarray:
