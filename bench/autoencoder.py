@@ -55,7 +55,8 @@ def model_flops(task: AutoencoderTask, model: torch.nn.Module) -> int:
     return counter.get_total_flops()
 
 
-def train_throughput(cfg: AutoencoderConfig, size: int, warmup: int, steps: int, peak: float) -> dict:
+def train_throughput(cfg: AutoencoderConfig, size: int, warmup: int, steps: int, peak: float,
+                     device: torch.device = torch.device("cpu")) -> dict:
     frames = ArrayFrames(synthetic_frames(256, size), synthetic_frames(4, size, seed=1))
     # progress reports at step `warmup` and at the end bracket the timed steps
     train = cfg.train.model_copy(update={"steps": warmup + steps, "log_every": warmup,
@@ -64,10 +65,11 @@ def train_throughput(cfg: AutoencoderConfig, size: int, warmup: int, steps: int,
     reported: list[float] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-LPIPS-backbone warning
-        model = fit(task, train, hooks=Hooks(progress=lambda step, total, metrics: reported.append(time.perf_counter())))
+        model = fit(task, train, device=device,
+                    hooks=Hooks(progress=lambda step, total, metrics: reported.append(time.perf_counter())))
     seconds_per_step = (reported[-1] - reported[0]) / steps
     tokens = train.batch_size * sum(model.tokens_per_level)
-    flops = model_flops(task, model)
+    flops = model_flops(task, model.cpu())
     return {
         "size": size,
         "tokens_per_level": list(model.tokens_per_level),
@@ -82,10 +84,10 @@ def train_throughput(cfg: AutoencoderConfig, size: int, warmup: int, steps: int,
     }
 
 
-def encode_throughput(cfg: AutoencoderConfig, size: int, count: int) -> dict:
+def encode_throughput(cfg: AutoencoderConfig, size: int, count: int, device: torch.device = torch.device("cpu")) -> dict:
     torch.manual_seed(0)
     task = AutoencoderTask(cfg, size, None)
-    model = task.build_model().eval()
+    model = task.build_model().eval().to(device)
     frames = synthetic_frames(count, size)
     encode_frames(model, frames[: min(count, 64)])  # warm-up
     start = time.perf_counter()

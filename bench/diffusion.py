@@ -57,15 +57,18 @@ def model_flops(task: DiffusionTask, model: torch.nn.Module) -> int:
     return counter.get_total_flops()
 
 
-def train_throughput(task: DiffusionTask, cfg: ExperimentConfig, warmup: int, steps: int, peak: float) -> tuple[torch.nn.Module, dict]:
+def train_throughput(task: DiffusionTask, cfg: ExperimentConfig, warmup: int, steps: int, peak: float,
+                     device: torch.device = torch.device("cpu")) -> tuple[torch.nn.Module, dict]:
     # progress reports at step `warmup` and at the end bracket the timed steps
     train = cfg.diffusion.train.model_copy(update={"steps": warmup + steps, "log_every": warmup, "eval_every": 10**9,
                                                    "checkpoint_every": 10**9, "warmup_steps": 1})
     reported: list[float] = []
-    model = fit(task, train, hooks=Hooks(progress=lambda step, total, metrics: reported.append(time.perf_counter())))
+    model = fit(task, train, device=device,
+                hooks=Hooks(progress=lambda step, total, metrics: reported.append(time.perf_counter())))
     seconds_per_step = (reported[-1] - reported[0]) / steps
     tokens = train.batch_size * task.schedule.max_tokens
-    flops = model_flops(task, model)
+    flops = model_flops(task, model.cpu())
+    model.to(device)
     return model, {
         "parameters": sum(p.numel() for p in model.parameters()),
         "batch_size": train.batch_size,

@@ -43,8 +43,8 @@ class Task(Protocol):
     def batch(self, step: int, rank: int, world_size: int, device: torch.device) -> Any:
         """The batch of `step` for `rank`: a pure function of (seed, step, rank, world_size)."""
 
-    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss and named metrics; random draws only from `generator`."""
+    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar loss and named metrics (0-d tensors, or floats); random draws only from `generator`."""
 
     def evaluate(self, model: nn.Module, device: torch.device) -> Evaluation: ...
 
@@ -118,7 +118,7 @@ def fit(
         start = int(state["step"])
         seconds_before = float(state.get("train_seconds", 0.0))  # checkpoints older than this field: 0
     model = wrap(model)
-    window: list[dict[str, float]] = []
+    window: list[dict[str, torch.Tensor]] = []
     started = time.perf_counter()
 
     def train_seconds() -> float:
@@ -135,10 +135,10 @@ def fit(
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        window.append({"train/loss": float(loss.detach()), "train/grad_norm": float(grad_norm), **metrics})
+        window.append({"train/loss": loss.detach(), "train/grad_norm": grad_norm.detach(), **metrics})
         log_step = step % cfg.log_every == 0 or step == cfg.steps
-        if log_step:
-            averaged = reduce({key: sum(row[key] for row in window) / len(window) for key in window[0]})
+        if log_step:  # metrics stay on the device until here: no host sync per step on a GPU
+            averaged = reduce({key: float(sum(row[key] for row in window) / len(window)) for key in window[0]})
             averaged["train/lr"] = learning_rate(cfg, step)
             averaged["train/steps_per_s"] = (step - start) / (time.perf_counter() - started)
             averaged["train/wall_seconds_total"] = train_seconds()

@@ -9,7 +9,7 @@ import time
 
 from millivid import storage
 from millivid.ae.checkpoint import load_autoencoder, save_autoencoder
-from millivid.ae.config import AutoencoderConfig
+from millivid.ae.config import AutoencoderConfig, AutoencoderModelConfig
 from millivid.ae.encode import encode_frames
 from millivid.ae.evaluate import compare_variants
 from millivid.ae.figures import comparison_figure
@@ -55,8 +55,13 @@ def train(ctx: PipelineContext, config: ExperimentConfig, data: StageResult) -> 
 
 
 def trained_slice(config: ExperimentConfig, variant: str) -> AutoencoderConfig:
-    """What a variant's weights depend on: whether the pipeline also trains the other one does not count."""
-    return variant_config(config.autoencoder, variant).model_copy(update={"compare_downscaled": False})
+    """What a variant's weights depend on: whether the pipeline also trains the other one does not
+    count, nor, for the hierarchical variant, how the downscaled one is trained."""
+    cfg = variant_config(config.autoencoder, variant).model_copy(update={"compare_downscaled": False})
+    if variant == "hierarchical":
+        default = AutoencoderModelConfig.model_fields["downscaled_training"].default
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"downscaled_training": default})})
+    return cfg
 
 
 def train_variant(run: StageRun, config: ExperimentConfig, variant: str, data: StageResult) -> dict[str, str]:
@@ -97,6 +102,9 @@ def log_comparison(ctx: PipelineContext, config: ExperimentConfig, data: StageRe
         for variant in models:
             tracking.log_metrics({f"compare/{variant}/{k}": row[variant][k] for k in ("psnr", "ssim", "lpips")},
                                  step=row["level"], run_id=target)
+        difference = row["psnr_difference"]  # hierarchical minus downscaled
+        tracking.log_metrics({f"compare/psnr_difference{suffix}": difference[key] for suffix, key in
+                              (("", "mean"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))}, step=row["level"], run_id=target)
 
 
 def encode(ctx: PipelineContext, config: ExperimentConfig, data: StageResult, autoencoder: StageResult) -> StageResult:

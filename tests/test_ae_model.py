@@ -122,6 +122,21 @@ def test_decoding_a_level_ignores_every_other_level():
     assert not torch.allclose(original[0], model.decode_sequence(sequence, levels * 0)[0])
 
 
+@pytest.mark.parametrize("training, coarse_trains_encoder", [("decoder", False), ("end_to_end", True)])
+def test_downscaled_coarse_levels_train_the_encoder_only_end_to_end(training, coarse_trains_encoder):
+    model = tiny("downscaled", downscaled_training=training).train()
+
+    def encoder_gradient(level: int) -> float:
+        model.zero_grad()
+        pyramid = model(frames(), torch.full((2,), level))
+        sum(image.square().mean() for image in pyramid).backward()
+        return sum(float(p.grad.abs().sum()) for p in model.encoder.parameters() if p.grad is not None)
+
+    assert encoder_gradient(0) > 0  # the finest level always trains the encoder
+    assert all((encoder_gradient(level) > 0) == coarse_trains_encoder for level in (1, 2))
+    assert model.patch_out.weight.grad.abs().sum() > 0  # and every level trains the decoder
+
+
 def test_downscaled_latents_are_pooled_finest_latents():
     model = tiny("downscaled")
     with torch.no_grad():

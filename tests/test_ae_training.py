@@ -13,7 +13,7 @@ from millivid.ae.evaluate import compare_variants, evaluate_autoencoder
 from millivid.ae.frames import ArrayFrames, StoreFrames, synthetic_frames, to_tensor
 from millivid.ae.loss import pyramid_loss
 from millivid.ae.pyramid import image_pyramid
-from millivid.ae.task import AutoencoderTask, variant_config
+from millivid.ae.task import AutoencoderTask, level_probabilities, sample_levels, variant_config
 from millivid.data.columns import DataError, frame_columns
 from millivid.data.config import SplitConfig
 from millivid.data.store import open_dataset, write_dataset
@@ -73,6 +73,8 @@ def test_loss_is_float32_with_per_level_metrics_under_autocast(source, lpips):
         loss, metrics = task.loss(model, batch, step_generator(0, 1, 0))
     assert loss.dtype == torch.float32 and loss.ndim == 0 and torch.isfinite(loss)
     assert set(metrics) == {"train/mse_level0", "train/mse_level1", "train/mse_level2", "train/lpips_level0"}
+    # 0-d tensors without history: the loop averages them on the device and syncs at log steps only
+    assert all(value.ndim == 0 and not value.requires_grad for value in metrics.values())
 
 
 def test_pyramid_loss_weights_level_l_by_base_to_the_l():
@@ -82,6 +84,20 @@ def test_pyramid_loss_weights_level_l_by_base_to_the_l():
     assert float(loss) == pytest.approx(0.01 * (1 + 4 + 16), rel=1e-5)
     with pytest.raises(ValueError, match="needs an LPIPS network"):
         pyramid_loss(recon, target, AutoencoderLossConfig(lpips_weight=0.5), None)
+
+
+@pytest.mark.parametrize("base, expected", [(1.0, [1 / 3] * 3), (2.0, [1 / 7, 2 / 7, 4 / 7]), (4.0, [1 / 21, 4 / 21, 16 / 21])])
+def test_training_levels_are_drawn_with_probability_base_to_the_l(base, expected):
+    cfg = AutoencoderConfig.model_validate({"model": TINY_MODEL, "loss": {"level_sampling_base": base}})
+    assert level_probabilities(cfg).tolist() == pytest.approx(expected)
+    levels = sample_levels(cfg, 30_000, torch.Generator().manual_seed(0))
+    assert levels.dtype == torch.int64 and set(levels.tolist()) == {0, 1, 2}
+    assert (torch.bincount(levels, minlength=3) / len(levels)).tolist() == pytest.approx(expected, abs=0.01)
+
+
+def test_level_sampling_base_must_be_positive():
+    with pytest.raises(ValueError, match="level_sampling_base"):
+        AutoencoderConfig.model_validate({"loss": {"level_sampling_base": 0}})
 
 
 def test_overfits_a_few_frames(lpips):
@@ -197,6 +213,13 @@ def test_compare_variants_is_a_json_ready_table_per_level(lpips):
     assert set(table["levels"][2]["downscaled"]) == {"psnr", "ssim", "lpips"}
     single = evaluate_autoencoder(models["hierarchical"], frames, lpips)
     assert single["levels"][1] == {"level": 1, "tokens": 16, **table["levels"][1]["hierarchical"]}
+    assert table["compared"] == ["hierarchical", "downscaled"]
+    for row in table["levels"]:
+        difference = row["psnr_difference"]
+        assert difference["mean"] == pytest.approx(row["hierarchical"]["psnr"] - row["downscaled"]["psnr"], abs=1e-4)
+        assert difference["ci_low"] <= difference["mean"] <= difference["ci_high"] and difference["examples"] == 3
+    alone = compare_variants({"hierarchical": models["hierarchical"]}, frames, lpips)
+    assert "psnr_difference" not in alone["levels"][0]
     other = AutoencoderTask(config(), 32, None).build_model()
     with pytest.raises(ValueError, match="one token geometry"):
         compare_variants({"a": models["hierarchical"], "b": other}, frames, lpips)

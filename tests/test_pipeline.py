@@ -270,6 +270,17 @@ def test_ae_eval_cli_compares_variants_level_by_level(pipeline_workspace, capsys
     assert figure.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_how_the_downscaled_variant_trains_is_no_part_of_the_hierarchical_cache_key():
+    from millivid.config import load_config
+    from millivid_platform.autoencoder_stage import trained_slice
+
+    plain = load_config("smoke", ["autoencoder.compare_downscaled=true"])
+    end_to_end = load_config("smoke", ["autoencoder.compare_downscaled=true", "autoencoder.model.downscaled_training=end_to_end"])
+    assert trained_slice(plain, "hierarchical") == trained_slice(end_to_end, "hierarchical")
+    assert trained_slice(plain, "downscaled") != trained_slice(end_to_end, "downscaled")
+    assert trained_slice(end_to_end, "downscaled").model.downscaled_training == "end_to_end"
+
+
 def test_baseline_cli(pipeline_workspace, capsys):
     from millivid_platform.cli import main
 

@@ -33,6 +33,12 @@ class AutoencoderModelConfig(Frozen):
         "hierarchical",
         description="hierarchical: every level encoded jointly; downscaled: coarser latents are mean-pooled finest latents",
     )
+    downscaled_training: Literal["decoder", "end_to_end"] = Field(
+        "decoder",
+        description="downscaled only. decoder: coarse levels' losses train the decoder alone, the encoder is a plain "
+        "finest-level encoder whose latents are downscaled (the paper's ablation); end_to_end: they also train the "
+        "encoder through the pooling, so it learns latents that survive it (a stronger baseline than the paper's)",
+    )
 
     @model_validator(mode="after")
     def _width_fits_heads(self) -> AutoencoderModelConfig:
@@ -49,6 +55,10 @@ class AutoencoderLossConfig(Frozen):
         4.0, ge=0, description="MSE of pyramid level l is weighted by base^l (the reference uses 4)"
     )
     lpips_weight: float = Field(0.05, ge=0)
+    level_sampling_base: float = Field(
+        1.0, gt=0, description="each example decodes level l with probability proportional to base^l "
+        "(1: uniform; above 1 trains the coarse levels more often)"
+    )
 
 
 class AutoencoderConfig(Frozen):

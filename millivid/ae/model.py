@@ -13,7 +13,9 @@ transformer that reconstructs the whole pixel pyramid.
 
 Variant "downscaled" (the paper's ablation): only the finest level is encoded; level l's latent
 is the finest latent grid mean-pooled 2^l per side, so both variants have the same tokens per
-level and the same decoder, and compare level by level.
+level and the same decoder, and compare level by level. By default coarse levels' losses stop at
+the pooled latents (the encoder is a plain finest-level encoder, the decoder learns to decode its
+downscaled latents); `downscaled_training: end_to_end` lets them train the encoder as well.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ class HierarchicalAutoencoder(nn.Module):
         latents = torch.tanh(self.to_latent(self.encoder(tokens)))
         if self.encoded_levels == self.config.levels:
             return latents
-        return torch.cat([pool_latent(latents, level) for level in range(self.config.levels)], dim=1)
+        pooled = latents if self.config.downscaled_training == "end_to_end" else latents.detach()
+        return torch.cat([latents, *(pool_latent(pooled, level) for level in range(1, self.config.levels))], dim=1)
 
     def decode_sequence(self, latents: torch.Tensor, levels: torch.Tensor) -> list[torch.Tensor]:
         """latents: (b n_all c), levels: (b,) -> pyramid decoded from level `levels[i]` alone, in [0, 1] units."""

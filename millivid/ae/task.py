@@ -56,8 +56,8 @@ class AutoencoderTask:
         rng = np.random.default_rng([self.cfg.train.seed, step, rank])
         return to_tensor(self.frames.sample(rng, share), device)
 
-    def loss(self, model: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        levels = torch.randint(self.cfg.model.levels, (batch.shape[0],), generator=generator, device=generator.device)
+    def loss(self, model: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        levels = sample_levels(self.cfg, batch.shape[0], generator)
         reconstruction = model(batch, levels.to(batch.device))
         target = image_pyramid(as_unit_frames(batch, self.size), self.cfg.model.levels)
         lpips = self.lpips(batch.device) if self.cfg.loss.lpips_weight > 0 else None
@@ -72,6 +72,18 @@ class AutoencoderTask:
         shown = slice(0, self.grid_frames)
         picture = reconstruction_grid(frames[shown], to_numpy(reconstructions[:, shown]))
         return Evaluation(metrics, {"reconstructions.png": picture})
+
+
+def level_probabilities(cfg: AutoencoderConfig) -> torch.Tensor:
+    """(levels,) probability that a training example decodes level l: base^l, normalised."""
+    weights = torch.tensor([cfg.loss.level_sampling_base**level for level in range(cfg.model.levels)], dtype=torch.float64)
+    return weights / weights.sum()
+
+
+def sample_levels(cfg: AutoencoderConfig, count: int, generator: torch.Generator) -> torch.Tensor:
+    """(count,) int64 levels to decode, drawn from `generator` on its device."""
+    probabilities = level_probabilities(cfg).float().to(generator.device)
+    return torch.multinomial(probabilities, count, replacement=True, generator=generator)
 
 
 def variant_config(cfg: AutoencoderConfig, variant: str) -> AutoencoderConfig:

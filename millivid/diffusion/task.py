@@ -134,7 +134,7 @@ class DiffusionTask:
         weights = self.weights[self.step_levels == level]
         return weights / weights.sum()
 
-    def loss(self, model: torch.nn.Module, batch: TrainBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: torch.nn.Module, batch: TrainBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         examples, device = len(batch.levels), batch.levels.device
         t = torch.rand(examples, generator=generator, device=device)
         eps = torch.randn(batch.tokens.latent.shape, generator=generator, device=device)
@@ -143,7 +143,7 @@ class DiffusionTask:
         metrics = {}
         if examples >= len(self.levels):  # every level is in every batch, so the keys never change
             errors = per_example.detach()
-            metrics = {f"train/loss_level{level}": float(errors[batch.levels == level].mean()) for level in self.levels}
+            metrics = {f"train/loss_level{level}": errors[batch.levels == level].mean() for level in self.levels}
         return per_example.mean(), metrics
 
     @torch.no_grad()

@@ -74,6 +74,11 @@ def run_eval(args: argparse.Namespace) -> int:
         for row in result["levels"]:
             scores = "  ".join(f"{name}: PSNR {row[name]['psnr']:.2f} SSIM {row[name]['ssim']:.3f} LPIPS {row[name]['lpips']:.3f}"
                                for name in loaded)
+            difference = row.get("psnr_difference")
+            if difference:
+                first, second = result["compared"]
+                scores += (f"  PSNR {first} - {second}: {difference['mean']:+.2f} dB "
+                           f"[{difference['ci_low']:+.2f}, {difference['ci_high']:+.2f}]")
             print(f"level {row['level']} ({row['tokens']} tokens)  {scores}")
     return 0
 
