@@ -267,7 +267,11 @@ def test_ae_eval_cli_compares_variants_level_by_level(pipeline_workspace, capsys
     out = json.loads(capsys.readouterr().out)
     assert [row["tokens"] for row in out["levels"]] == [64, 16, 4]
     assert {"hierarchical", "downscaled"} <= set(out["levels"][0])
+    assert out["levels"][2]["psnr_difference"]["examples"] == 16
     assert figure.read_bytes()[:4] == b"\x89PNG"
+    assert main(["ae", "eval", "--config", "smoke", "--frames", "16"]) == 0  # the trained pair again, as text
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all("PSNR hierarchical - downscaled" in line for line in lines)
 
 
 def test_how_the_downscaled_variant_trains_is_no_part_of_the_hierarchical_cache_key():
