@@ -56,7 +56,8 @@ def model_flops(task: AutoencoderTask, model: torch.nn.Module) -> int:
 
 
 def train_throughput(cfg: AutoencoderConfig, size: int, warmup: int, steps: int, peak: float,
-                     device: torch.device = torch.device("cpu")) -> dict:
+                     device: torch.device | None = None) -> dict:
+    device = device or torch.device("cpu")
     frames = ArrayFrames(synthetic_frames(256, size), synthetic_frames(4, size, seed=1))
     # progress reports at step `warmup` and at the end bracket the timed steps
     train = cfg.train.model_copy(update={"steps": warmup + steps, "log_every": warmup,
@@ -84,7 +85,8 @@ def train_throughput(cfg: AutoencoderConfig, size: int, warmup: int, steps: int,
     }
 
 
-def encode_throughput(cfg: AutoencoderConfig, size: int, count: int, device: torch.device = torch.device("cpu")) -> dict:
+def encode_throughput(cfg: AutoencoderConfig, size: int, count: int, device: torch.device | None = None) -> dict:
+    device = device or torch.device("cpu")
     torch.manual_seed(0)
     task = AutoencoderTask(cfg, size, None)
     model = task.build_model().eval().to(device)

@@ -58,7 +58,8 @@ def model_flops(task: DiffusionTask, model: torch.nn.Module) -> int:
 
 
 def train_throughput(task: DiffusionTask, cfg: ExperimentConfig, warmup: int, steps: int, peak: float,
-                     device: torch.device = torch.device("cpu")) -> tuple[torch.nn.Module, dict]:
+                     device: torch.device | None = None) -> tuple[torch.nn.Module, dict]:
+    device = device or torch.device("cpu")
     # progress reports at step `warmup` and at the end bracket the timed steps
     train = cfg.diffusion.train.model_copy(update={"steps": warmup + steps, "log_every": warmup, "eval_every": 10**9,
                                                    "checkpoint_every": 10**9, "warmup_steps": 1})

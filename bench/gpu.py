@@ -2,7 +2,7 @@
 
 - `device`: what torch sees (name, capability, bf16 support, torch and CUDA versions);
 - `nccl`: a one-rank NCCL process group: a float64 all-reduce on the GPU (what the Ray Train
-  workers' rank-mean metrics do) and a few training steps of the autoencoder wrapped in
+  workers' rank-mean metrics do, `millivid.training.mean_across_ranks`) and a few training steps of the autoencoder wrapped in
   DistributedDataParallel under bf16 autocast, checked to finish with a finite loss;
 - `autoencoder`: training tokens/s and fraction of this GPU's bf16 matmul peak (measured in the
   same run) at the preset's batch and at a GPU-sized batch, with and without LPIPS; encode frames/s;
@@ -15,6 +15,7 @@ Without CUDA the result says so and measures nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import warnings
@@ -59,7 +60,7 @@ def nccl_check(device: torch.device, steps: int) -> dict[str, Any]:
 
     from millivid.ae.frames import ArrayFrames, synthetic_frames
     from millivid.ae.task import AutoencoderTask
-    from millivid.training import Hooks, fit
+    from millivid.training import Hooks, fit, mean_across_ranks
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(free_port()))
@@ -76,21 +77,12 @@ def nccl_check(device: torch.device, steps: int) -> dict[str, Any]:
             warnings.simplefilter("ignore")  # the random-LPIPS-backbone warning
             fit(task, cfg.train, device=device, precision="bf16",
                 wrap=lambda model: DistributedDataParallel(model, device_ids=[device.index or 0]),
-                reduce=lambda metrics: mean_over_group(metrics, device),
+                reduce=functools.partial(mean_across_ranks, device=device),
                 hooks=Hooks(progress=lambda step, total, metrics: losses.append(metrics["train/loss"])))
         return {"backend": dist.get_backend(), "all_reduce": values.tolist(), "ddp_steps": len(losses),
                 "ddp_losses_finite": all(torch.isfinite(torch.tensor(losses)).tolist()), "ddp_last_loss": losses[-1]}
     finally:
         dist.destroy_process_group()
-
-
-def mean_over_group(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
-    import torch.distributed as dist
-
-    names = sorted(metrics)
-    values = torch.tensor([metrics[name] for name in names], dtype=torch.float64, device=device)
-    dist.all_reduce(values)
-    return dict(zip(names, (values / dist.get_world_size()).tolist(), strict=True))
 
 
 def autoencoder(device: torch.device, peak: float, quick: bool) -> dict[str, Any]:

@@ -79,6 +79,17 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def mean_across_ranks(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
+    """`fit`'s `reduce` for distributed training: each metric averaged over the process group's
+    ranks, in one all-reduce of a tensor on `device` (NCCL needs it on the rank's GPU)."""
+    import torch.distributed as dist
+
+    names = sorted(metrics)
+    values = torch.tensor([metrics[name] for name in names], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return dict(zip(names, (values / dist.get_world_size()).tolist(), strict=True))
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step <= cfg.warmup_steps:

@@ -11,6 +11,7 @@ there and raises `StagePaused`; the next run with the same pair continues from t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from millivid.schema import ComputeConfig, TrainConfig
-from millivid.training import Evaluation, Hooks, Task, fit
+from millivid.training import Evaluation, Hooks, Task, fit, mean_across_ranks
 from millivid_platform.stages import StagePaused
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(job.compute.torch_threads or max(1, int(job.compute.cpus_per_worker)))
     publisher = MetricPublisher(job.mlflow_run_id, job.tracking_uri) if rank == 0 and job.mlflow_run_id else None
     state = load_checkpoint_state(ray.train.get_checkpoint())
+    device = ray.train.torch.get_device()
     if state is not None:
         log.info("%s: resuming from step %d", job.stage, state["step"])
         if publisher:
@@ -102,7 +104,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         job.make_task(),
         job.train,
         precision=job.compute.precision,
-        device=ray.train.torch.get_device(),
+        device=device,
         hooks=Hooks(
             progress=lambda step, total, metrics: rank == 0 and log_progress(job.stage, step, total, metrics),
             checkpoint=lambda step, new_state: report_checkpoint(new_state, rank, publisher),
@@ -113,7 +115,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         rank=rank,
         world_size=world_size,
         wrap=ray.train.torch.prepare_model if world_size > 1 else (lambda model: model),
-        reduce=mean_across_ranks if world_size > 1 else (lambda metrics: metrics),
+        reduce=functools.partial(mean_across_ranks, device=device) if world_size > 1 else (lambda metrics: metrics),
     )
 
 
@@ -155,17 +157,6 @@ def true_on_any_rank(flag: bool) -> bool:
     value = torch.tensor([int(flag)], device=ray.train.torch.get_device())  # nccl needs it on the GPU
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
-
-
-def mean_across_ranks(metrics: dict[str, float]) -> dict[str, float]:
-    import ray.train.torch
-    import torch.distributed as dist
-
-    names = sorted(metrics)
-    values = torch.tensor([metrics[name] for name in names], dtype=torch.float64, device=ray.train.torch.get_device())
-    dist.all_reduce(values)
-    values /= dist.get_world_size()
-    return dict(zip(names, values.tolist(), strict=True))
 
 
 def log_progress(stage: str, step: int, total: int, metrics: dict[str, float]) -> None:

@@ -95,9 +95,10 @@ def test_training_levels_are_drawn_with_probability_base_to_the_l(base, expected
     assert (torch.bincount(levels, minlength=3) / len(levels)).tolist() == pytest.approx(expected, abs=0.01)
 
 
-def test_level_sampling_base_must_be_positive():
+@pytest.mark.parametrize("base", [0, -1, float("inf"), float("nan")])
+def test_level_sampling_base_must_be_positive_and_finite(base):
     with pytest.raises(ValueError, match="level_sampling_base"):
-        AutoencoderConfig.model_validate({"loss": {"level_sampling_base": 0}})
+        AutoencoderConfig.model_validate({"loss": {"level_sampling_base": base}})
 
 
 def test_overfits_a_few_frames(lpips):

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from millivid_platform.cli import COMMANDS, build_parser, main
 
@@ -82,3 +83,19 @@ def test_embedded_store_keeps_artifacts_in_the_workspace(settings, monkeypatch, 
     experiment = tracking.configure(load_settings())
     location = mlflow.get_experiment(experiment).artifact_location
     assert location == (settings.workspace / "mlartifacts").as_uri()
+
+
+def test_bench_autoencoder_quick_runs_the_real_loop(capsys):
+    assert main(["bench", "autoencoder", "--quick"]) == 0
+    result = json.loads(capsys.readouterr().out)["smoke"]
+    assert result["train"]["tokens_per_s"] > 0 and result["encode"]["frames_per_s"] > 0
+
+
+def test_bench_gpu_quick_checks_cuda_or_says_it_skipped(capsys):
+    assert main(["bench", "gpu", "--quick"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    if torch.cuda.is_available():
+        assert result["nccl"]["backend"] == "nccl" and result["nccl"]["ddp_losses_finite"]
+        assert result["nccl"]["all_reduce"] == [1.5, 2.5]
+    else:
+        assert result == {"benchmark": "gpu", "cuda": False, "skipped": "torch sees no CUDA device"}

@@ -221,3 +221,29 @@ def test_killed_training_resumes_without_lost_or_repeated_steps(mlflow_store, se
     assert "DONE" in output, output[-3000:]
     assert metric_steps(uri, run_id, "train/loss") == list(range(10, 201, 10))
     assert metric_steps(uri, run_id, "eval/weight_error") == [30, 60, 90, 120, 150, 180, 200]
+
+
+def _mean_on_rank(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    from millivid.training import mean_across_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results[rank] = mean_across_ranks({"loss": float(rank), "lr": 0.5}, torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_mean_across_ranks_averages_every_metric_over_the_group():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_mean_on_rank, args=(port, results), nprocs=2)
+        assert dict(results) == {0: {"loss": 0.5, "lr": 0.5}, 1: {"loss": 0.5, "lr": 0.5}}

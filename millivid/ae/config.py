@@ -56,7 +56,7 @@ class AutoencoderLossConfig(Frozen):
     )
     lpips_weight: float = Field(0.05, ge=0)
     level_sampling_base: float = Field(
-        1.0, gt=0, description="each example decodes level l with probability proportional to base^l "
+        1.0, gt=0, allow_inf_nan=False, description="each example decodes level l with probability proportional to base^l "
         "(1: uniform; above 1 trains the coarse levels more often)"
     )
 

@@ -143,7 +143,8 @@ class DiffusionTask:
         metrics = {}
         if examples >= len(self.levels):  # every level is in every batch, so the keys never change
             errors = per_example.detach()
-            metrics = {f"train/loss_level{level}": errors[batch.levels == level].mean() for level in self.levels}
+            masks = {level: (batch.levels == level).float() for level in self.levels}  # masked means: no host sync
+            metrics = {f"train/loss_level{level}": (errors * mask).sum() / mask.sum() for level, mask in masks.items()}
         return per_example.mean(), metrics
 
     @torch.no_grad()
