@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
 from millivid.ae.config import AutoencoderConfig
 from millivid.data.config import DataConfig
 from millivid.diffusion.config import DiffusionConfig
-from millivid.eval.config import EvalConfig
+from millivid.diffusion.schedule_core import Schedule, ScheduleError
+from millivid.diffusion.schedules import build_schedule
+from millivid.eval.config import RESERVED_NAMES, EvalConfig
 from millivid.geometry import LevelGeometry, geometry_problem
 from millivid.schema import ComputeConfig, Frozen
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("smoke", "cpu", "paper")
+METHOD_NAME = re.compile(r"[A-Za-z0-9_-]+")  # safe in MLflow metric keys, file names and dotted overrides
 
 
 class ConfigError(ValueError):
@@ -38,6 +42,7 @@ class ExperimentConfig(Frozen):
     diffusion: DiffusionConfig = DiffusionConfig()
     eval: EvalConfig = EvalConfig()
     compute: ComputeConfig = ComputeConfig()
+    _schedules: dict[str, Schedule] = PrivateAttr()
 
     @model_validator(mode="after")
     def _geometry_fits(self) -> ExperimentConfig:
@@ -45,11 +50,40 @@ class ExperimentConfig(Frozen):
         problem = geometry_problem(self.data.size, model.patch, model.levels)
         if problem:
             raise ValueError(f"data.size / autoencoder.model.patch / autoencoder.model.levels: {problem}")
+        self._schedules = {name: self._build_schedule(name) for name in self.diffusion.methods}
+        self._headline_sees_revisits()
         return self
+
+    def _build_schedule(self, name: str) -> Schedule:
+        where = f"diffusion.methods.{name}"
+        if not METHOD_NAME.fullmatch(name):
+            raise ValueError(f"{where}: a method name may hold only letters, digits, '_' and '-' (it names MLflow metrics and files)")
+        if name in RESERVED_NAMES:
+            raise ValueError(f"{where}: {name!r} is the name of a reference line of the evaluation; pick another")
+        try:
+            return build_schedule(self.diffusion.methods[name], self.geometry.tokens_per_level, name)
+        except ScheduleError as err:
+            raise ValueError(f"{where}: {err}") from None
+
+    def _headline_sees_revisits(self) -> None:
+        """A headline method that cannot see a revisited context frame cannot show memory."""
+        headline = self._schedules.get(self.eval.headline_method)
+        if headline is not None and headline.reach.overall < self.eval.revisit_min_gap:
+            raise ValueError(
+                f"eval.headline_method / eval.revisit_min_gap: {headline.name!r} sees {headline.reach.overall} frames back "
+                f"(diffusion.methods.{headline.name}), fewer than the {self.eval.revisit_min_gap} frames that separate a "
+                "revisit from the context frame it revisits, so no revisit is ever within its reach; "
+                "give it a longer reach (windows / extra_budget) or lower eval.revisit_min_gap"
+            )
 
     @property
     def geometry(self) -> LevelGeometry:
         return LevelGeometry(self.data.size, self.autoencoder.model.patch, self.autoencoder.model.levels)
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """Every method's rollout schedule, built once when the config was validated."""
+        return self._schedules
 
 
 def load_config(source: str | Path = "smoke", overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -83,7 +117,10 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> ExperimentCo
 def describe_validation_error(err: ValidationError, origin: str = "config") -> str:
     lines = [f"{origin}: {err.error_count()} invalid value(s)"]
     for problem in err.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "<root>"
+        if not problem["loc"]:  # a check across fields: its message names them
+            lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
+            continue
+        field = ".".join(str(part) for part in problem["loc"])
         value = problem.get("input")
         shown = "(missing)" if problem["type"] == "missing" else repr(value)
         if len(shown) > 80:

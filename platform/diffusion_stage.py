@@ -12,9 +12,10 @@ from millivid.data.clips import StoreClips
 from millivid.data.store import open_dataset
 from millivid.diffusion.checkpoint import RolloutModelInfo, save_rollout_model
 from millivid.diffusion.dit import build_dit
-from millivid.diffusion.schedule import budget_warnings, build_schedules
+from millivid.diffusion.schedule import budget_warnings
 from millivid.diffusion.schedule_draw import write_schedule_picture
 from millivid.diffusion.task import DiffusionTask, Preview
+from millivid.eval.revisits import RevisitShare, clip_revisit_share
 from millivid_platform import tracking
 from millivid_platform.stages import PipelineContext, StageResult, StageRun, run_stage
 from millivid_platform.training import TrainingJob, run_training
@@ -61,7 +62,10 @@ def train_method(run: StageRun, config: ExperimentConfig, method: str, latents: 
         latents_uri=latents.outputs["latents_uri"],
         dataset_uri=meta["source"],
     )
-    log_schedule(run, config, info)
+    log_schedule(run, config, method)
+    revisits = training_revisits(config, method, info.dataset_uri)
+    tracking.log_metrics({"data/revisit_clip_share": revisits.share, "data/revisit_frame_share": revisits.revisit_frames_share},
+                         step=0, run_id=run.run_id)
     result = run_training(TrainingJob(
         stage=run.stage,
         make_task=functools.partial(make_task, info, config),
@@ -78,17 +82,28 @@ def train_method(run: StageRun, config: ExperimentConfig, method: str, latents: 
     uri = run.output_uri("model.pt")
     save_rollout_model(model, info, uri)
     tracking.log_artifact_bytes(storage.read_bytes(uri), "model/model.pt", run.run_id)
-    return {"model_uri": uri, "model_hash": storage.sha256(uri)}
+    return {"model_uri": uri, "model_hash": storage.sha256(uri), "revisit_clip_share": f"{revisits.share:.4f}"}
 
 
-def log_schedule(run: StageRun, config: ExperimentConfig, info: RolloutModelInfo) -> None:
-    """The schedule as numbers (tokens per step, budget comparison) and as the paper draws it."""
-    schedule = info.schedule()
+def training_revisits(config: ExperimentConfig, method: str, dataset_uri: str) -> RevisitShare:
+    """How often this method's training clips hold a revisit of their own context (evaluation's rule):
+    how often training shows the model a use for memory within its reach."""
+    schedule, rules = config.schedules[method], config.eval
+    return clip_revisit_share(open_dataset(dataset_uri), "train", schedule.span, schedule.first_denoised_column,
+                              rules.revisit_radius, rules.revisit_angle, rules.revisit_min_gap, seed=config.diffusion.train.seed)
+
+
+def log_schedule(run: StageRun, config: ExperimentConfig, method: str) -> None:
+    """The schedule as numbers (tokens per step, reach, budget comparison) and as the paper draws it."""
+    schedule = config.schedules[method]
     description = schedule.describe()
     tracking.log_metrics({"schedule/max_tokens_per_step": description["max_tokens_per_step"],
                           "schedule/steps_per_chunk": description["steps"],
-                          "schedule/new_frames_per_chunk": description["new_frames_per_chunk"]}, step=0, run_id=run.run_id)
-    warnings = budget_warnings(list(build_schedules(config.diffusion.methods, info.tokens_per_level).values()))
+                          "schedule/new_frames_per_chunk": description["new_frames_per_chunk"],
+                          "schedule/reach": schedule.reach.overall,
+                          **{f"schedule/reach_level{level}": frames for level, frames in schedule.reach.per_level.items()}},
+                         step=0, run_id=run.run_id)
+    warnings = budget_warnings(list(config.schedules.values()))
     tracking.set_tags({"millivid.budget_warnings": "; ".join(warnings) or "none"}, run.run_id)
     picture = run.output_uri("schedule.gif")
     write_schedule_picture(schedule, picture)

@@ -9,6 +9,7 @@ from millivid.config import (
     dump_config,
     load_config,
 )
+from millivid.world.policies import MIXED_WEIGHTS
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -58,7 +59,7 @@ def test_unknown_preset_or_missing_file():
 
 def test_yaml_file_and_bad_yaml(tmp_path):
     good = tmp_path / "exp.yaml"
-    good.write_text("name: mine\ndata: {size: 32}\nautoencoder: {model: {patch: 4, levels: 3}}\n")
+    good.write_text("name: mine\ndata: {size: 64}\nautoencoder: {model: {patch: 4, levels: 4}}\n")
     assert load_config(good).name == "mine"
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
@@ -90,3 +91,79 @@ def test_dump_round_trips(tmp_path):
     path = tmp_path / "dumped.yaml"
     path.write_text(dump_config(config))
     assert config_hash(load_config(path)) == config_hash(config)
+
+
+def test_behaviour_mix_defaults_to_the_mixed_weights_and_lists_every_behaviour():
+    assert load_config("smoke").data.mix == MIXED_WEIGHTS
+    spin_only = load_config("smoke", ["data.mix={spin: 2}"])
+    assert spin_only.data.mix == {"return": 0.0, "revisit": 0.0, "spin": 2.0, "wander": 0.0}
+    assert config_hash(spin_only) == config_hash(load_config("smoke", ["data.mix={wander: 0, spin: 2}"]))
+    assert load_config("smoke", ["data.policy=spin"]).data.mix == MIXED_WEIGHTS
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("data.mix.spin=-1", "greater than or equal to 0"),
+        ("data.mix.spin=.nan", "finite"),
+        ("data.mix.wander=.inf", "finite"),
+        ("data.mix.jump=1", "'return', 'revisit', 'spin' or 'wander'"),
+        ("data.mix={spin: 0, wander: 0}", "above 0"),
+    ],
+)
+def test_bad_behaviour_mix_is_rejected_naming_the_field(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", [override])
+    assert "data.mix" in str(err.value) and expected in str(err.value)
+
+
+def test_a_mix_with_another_policy_is_rejected_not_ignored():
+    with pytest.raises(ConfigError, match=r"data.mix .* only used by data.policy=mixed, and data.policy is 'spin'"):
+        load_config("smoke", ["data.policy=spin", "data.mix.spin=1"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["diffusion.methods.millivid.windows=[1,4]"], "diffusion.methods.millivid: millivid windows"),
+        (["diffusion.methods.framepack.context=[1,4]"], "diffusion.methods.framepack: framepack context"),
+        (["diffusion.methods.my#method={kind: full_res, frames: 4}"], "diffusion.methods.my#method"),
+        (["diffusion.methods.random_frames={kind: full_res, frames: 4}"], "reference line"),
+        (["diffusion.methods.ground_truth={kind: full_res, frames: 4}"], "reference line"),
+    ],
+)
+def test_every_schedule_is_built_at_load(overrides, named):
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", overrides)
+    assert named in str(info.value)
+
+
+def test_headline_method_must_see_as_far_as_a_revisit_lies():
+    with pytest.raises(ConfigError) as info:
+        load_config("cpu", ["diffusion.methods.millivid.extra_budget=0"])  # reach 5 frames
+    message = str(info.value)
+    assert "eval.headline_method" in message and "eval.revisit_min_gap" in message and "sees 5 frames" in message
+    assert load_config("cpu", ["diffusion.methods.millivid.extra_budget=0", "eval.revisit_min_gap=5"])
+    with pytest.raises(ConfigError, match="'full_res' sees 3 frames"):
+        load_config("cpu", ["eval.headline_method=full_res"])
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu"])
+def test_presets_can_show_memory(preset):
+    """MilliVid and FramePack see every context frame of the evaluation; every method has the same budget."""
+    config = load_config(preset)
+    reach = {name: schedule.reach.overall for name, schedule in config.schedules.items()}
+    assert reach["millivid"] >= config.eval.context and reach["framepack"] >= config.eval.context
+    assert reach["millivid"] >= config.eval.revisit_min_gap
+    assert len({schedule.max_tokens for schedule in config.schedules.values()}) == 1
+
+
+def test_paper_preset_reach_is_the_papers():
+    config = load_config("paper")
+    assert config.schedules["millivid"].reach.overall == 255 and config.eval.context == 256
+
+
+def test_schedules_are_built_once():
+    config = load_config("smoke")
+    assert config.schedules is config.schedules
+    assert config.schedules["millivid"].name == "millivid"

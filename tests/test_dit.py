@@ -5,9 +5,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from millivid.diffusion.config import DiTConfig, FramePackScheduleConfig, MilliVidScheduleConfig
+from millivid.diffusion.config import DiTConfig
 from millivid.diffusion.dit import DiT, build_dit, parameter_count
 from millivid.diffusion.schedule import UNSEEN, build_schedule
+from millivid.diffusion.schedules import FramePackScheduleConfig, MilliVidScheduleConfig
 from millivid.diffusion.tokens import NULL_ACTION, StepTokens, concat, gather, step_layout
 
 TOKENS = (16, 4, 1)
@@ -110,3 +111,24 @@ def test_bf16_autocast_tracks_fp32():
 def test_width_must_split_into_heads():
     with pytest.raises(ValidationError, match="not divisible by heads"):
         DiTConfig(width=30, heads=4)
+
+
+def test_rollout_model_file_round_trip_and_retired_format(tmp_path):
+    import io
+
+    from millivid.diffusion.checkpoint import RolloutModelInfo, load_rollout_model, save_rollout_model
+
+    info = RolloutModelInfo(method="millivid", schedule_config={"kind": "millivid", "windows": [1, 4, 16], "extra_budget": 4},
+                            model=DiTConfig(width=16, depth=1, heads=2), tokens_per_level=TOKENS, channels=CHANNELS,
+                            autoencoder_uri="ae", latents_uri="latents", dataset_uri="data")
+    model = build_dit(info.model, CHANNELS, TOKENS)
+    uri = str(tmp_path / "model.pt")
+    save_rollout_model(model, info, uri)
+    loaded, loaded_info = load_rollout_model(uri)
+    assert loaded_info == info and loaded_info.schedule().reach.overall == 5 + 4
+    old = tmp_path / "old.pt"
+    buffer = io.BytesIO()
+    torch.save({"format": "millivid-rollout-model/1", "info": info.model_dump(mode="json"), "state_dict": model.state_dict()}, buffer)
+    old.write_bytes(buffer.getvalue())
+    with pytest.raises(ValueError, match="retired format.*retrain"):
+        load_rollout_model(str(old))

@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from millivid.diffusion.config import (
-    DiTConfig,
-    FullResScheduleConfig,
-    MilliVidScheduleConfig,
-    SamplerConfig,
-)
+from millivid.diffusion.config import DiTConfig, SamplerConfig
 from millivid.diffusion.schedule import build_schedule
+from millivid.diffusion.schedules import FullResScheduleConfig, MilliVidScheduleConfig
 from millivid.diffusion.task import DiffusionTask, InMemoryClips, Preview
 from millivid.schema import TrainConfig
 from millivid.training import Hooks, fit

@@ -8,17 +8,16 @@ import pytest
 import torch
 from einops import rearrange
 
-from millivid.diffusion.config import (
-    DiTConfig,
-    FramePackScheduleConfig,
-    FullResScheduleConfig,
-    MilliVidScheduleConfig,
-    SamplerConfig,
-)
+from millivid.diffusion.config import DiTConfig, SamplerConfig
 from millivid.diffusion.dit import build_dit
 from millivid.diffusion.rollout import LatentBuffers, extend_actions, rollout, sample_step
 from millivid.diffusion.sampler import denoise, step_noise
 from millivid.diffusion.schedule import CONTEXT, build_schedule, plan_rollout
+from millivid.diffusion.schedules import (
+    FramePackScheduleConfig,
+    FullResScheduleConfig,
+    MilliVidScheduleConfig,
+)
 from millivid.diffusion.tokens import step_layout
 
 TOKENS = (16, 4, 1)

@@ -19,15 +19,14 @@ import pytest
 import torch
 from einops import rearrange, reduce
 
-from millivid.diffusion.config import (
-    DiTConfig,
+from millivid.diffusion.config import DiTConfig, SamplerConfig
+from millivid.diffusion.rollout import rollout
+from millivid.diffusion.schedule import build_schedule
+from millivid.diffusion.schedules import (
     FramePackScheduleConfig,
     FullResScheduleConfig,
     MilliVidScheduleConfig,
-    SamplerConfig,
 )
-from millivid.diffusion.rollout import rollout
-from millivid.diffusion.schedule import build_schedule
 from millivid.diffusion.task import DiffusionTask, InMemoryClips
 from millivid.schema import TrainConfig
 from millivid.training import fit

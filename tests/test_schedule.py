@@ -1,17 +1,14 @@
 """Rollout schedules: the paper's numbers, the three families over many parameters, validation."""
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from millivid.config import load_config
-from millivid.diffusion.config import (
-    FramePackScheduleConfig,
-    FullResScheduleConfig,
-    MilliVidScheduleConfig,
-)
 from millivid.diffusion.schedule import (
     CONTEXT,
     DENOISED,
@@ -22,6 +19,11 @@ from millivid.diffusion.schedule import (
     build_schedule,
     build_schedules,
     training_step_weights,
+)
+from millivid.diffusion.schedules import (
+    FramePackScheduleConfig,
+    FullResScheduleConfig,
+    MilliVidScheduleConfig,
 )
 
 PAPER_TOKENS = (256, 64, 16, 4)
@@ -51,60 +53,81 @@ def depth_first_levels(levels, ratios):
     return visit(levels - 1)
 
 
+RELEASE = json.loads((Path(__file__).parent / "data" / "release_millivid.json").read_text())
+
+
+def release_matrices(case):
+    """The release's step matrices of one case (run-length cells, see the file's `encoding`)."""
+    levels = len(case["windows"])
+    for step in case["steps"]:
+        matrix = np.zeros((levels, case["chunk_num_frames"]), dtype=np.int8)
+        for level, cells in enumerate(step["cells"]):
+            for value, start, stop in cells:
+                matrix[level, start:stop] = value
+        yield step["level"], matrix
+
+
 @pytest.mark.parametrize(
-    ("windows", "budget", "tokens", "steps", "per_step", "span", "stride"),
+    "case",
+    RELEASE["cases"],
+    ids=[f"w{'-'.join(map(str, c['windows']))}_E{c['extra_budget']}_t{c['finest_tokens']}" for c in RELEASE["cases"]],
+)
+def test_millivid_reproduces_the_release_cell_by_cell(case):
+    tokens = tuple(case["finest_tokens"] // 4**level for level in range(len(case["windows"])))
+    schedule = millivid(tuple(case["windows"]), case["extra_budget"], tokens)
+    expected = list(release_matrices(case))
+    assert len(schedule.steps) == len(expected)
+    for index, (level, matrix) in enumerate(expected):
+        assert schedule.denoised_level(index) == level
+        assert np.array_equal(schedule.steps[index], matrix), f"step {index} differs from the release"
+    assert schedule.span == case["chunk_num_frames"]
+    assert schedule.first_denoised_column == case["chunk_denoising_start"]
+    assert schedule.tokens_per_step == case["num_tokens"]
+    assert schedule.stride == case["windows"][-1]
+
+
+@pytest.mark.parametrize(
+    ("windows", "budget", "tokens", "steps", "per_step", "span", "first"),
     [
-        ((1, 4, 16, 64), 256, PAPER_TOKENS, 85, 1280, 149, 64),
-        ((3, 12, 48, 192), 768, PAPER_TOKENS, 85, 3840, 447, 192),
-        ((1, 4, 16), 256, (256, 64, 16), 21, 1024, 37, 16),
-        (
-            (1, 4, 16, 64),
-            64,
-            (64, 16, 4, 1),
-            85,
-            320,
-            149,
-            64,
-        ),  # the CPU-scale experiment in the notes
+        ((1, 4, 16, 64), 256, PAPER_TOKENS, 85, 1280, 149, 85),
+        ((3, 12, 48, 192), 768, PAPER_TOKENS, 85, 3840, 447, 255),
+        ((1, 4, 16), 256, (256, 64, 16), 21, 1024, 37, 21),
+        ((2, 8, 32), 256, (256, 64, 16), 21, 1792, 58, 26),  # the staggered variant gave 74-frame chunks
     ],
 )
-def test_millivid_paper_numbers(windows, budget, tokens, steps, per_step, span, stride):
+def test_millivid_paper_numbers(windows, budget, tokens, steps, per_step, span, first):
     schedule = millivid(windows, budget, tokens)
     assert len(schedule.steps) == steps
     assert schedule.tokens_per_step == [per_step] * steps and schedule.max_tokens == per_step
-    assert schedule.span == span == budget // tokens[-1] + sum(windows)
-    assert schedule.stride == stride
-    assert schedule.describe()["new_frames_per_chunk"] == stride
+    assert schedule.span == span and schedule.first_denoised_column == first
+    assert schedule.stride == windows[-1] == schedule.describe()["new_frames_per_chunk"]
+    assert schedule.reach.overall == first  # the paper's setting sees 255 frames back
 
 
-def test_millivid_step_zero_matches_the_paper():
+def test_millivid_step_zero_is_foveated():
     step = millivid((1, 4, 16, 64), 256, PAPER_TOKENS).steps[0]
-    # 64 coarsest frames denoised given 64 past coarsest, 16 level-2, 4 level-1 and 1 finest recent frames
-    assert runs(step[3]) == [(UNSEEN, 0, 21), (CONTEXT, 21, 85), (DENOISED, 85, 149)]
-    assert runs(step[2]) == [(UNSEEN, 0, 5), (CONTEXT, 5, 21), (UNSEEN, 21, 149)]
-    assert runs(step[1]) == [(UNSEEN, 0, 1), (CONTEXT, 1, 5), (UNSEEN, 5, 149)]
-    assert runs(step[0]) == [(CONTEXT, 0, 1), (UNSEEN, 1, 149)]
+    # 64 new coarsest frames given the latest finest frame, the 4 before it at level 1, the 16
+    # before those at level 2 and 64 more coarsest frames before them
+    assert runs(step[3]) == [(CONTEXT, 0, 64), (UNSEEN, 64, 85), (DENOISED, 85, 149)]
+    assert runs(step[2]) == [(UNSEEN, 0, 64), (CONTEXT, 64, 80), (UNSEEN, 80, 149)]
+    assert runs(step[1]) == [(UNSEEN, 0, 80), (CONTEXT, 80, 84), (UNSEEN, 84, 149)]
+    assert runs(step[0]) == [(UNSEEN, 0, 84), (CONTEXT, 84, 85), (UNSEEN, 85, 149)]
 
 
-def test_millivid_refinement_sees_past_and_future_coarse_frames():
+def test_millivid_refinement_sees_past_and_already_generated_future():
     schedule = millivid((1, 4, 16, 64), 256, PAPER_TOKENS)
-    level_2 = schedule.steps[1]  # first refinement: level 2 window right after the coarsest one
-    assert schedule.denoised_level(1) == 2
-    assert runs(level_2[2]) == [
-        (UNSEEN, 0, 5),
-        (CONTEXT, 5, 21),
-        (DENOISED, 21, 37),
-        (UNSEEN, 37, 149),
-    ]
-    assert runs(level_2[3]) == [
-        (UNSEEN, 0, 5),
-        (CONTEXT, 5, 69),
-        (UNSEEN, 69, 149),
-    ]  # past 16 and future 48 frames
-    finest = schedule.steps[3]
-    assert schedule.denoised_level(3) == 0
-    assert runs(finest[0]) == [(CONTEXT, 0, 1), (DENOISED, 1, 2), (UNSEEN, 2, 149)]
-    assert runs(finest[1]) == [(CONTEXT, 0, 4), (UNSEEN, 4, 149)]
+    level_2, finest = schedule.steps[1], schedule.steps[3]
+    assert schedule.denoised_level(1) == 2 and schedule.denoised_level(3) == 0
+    # level 2 refines frames 85..100: its 16 extra frames before the finer levels' past, and all
+    # 64 coarsest frames of the chunk (generated by step 0) as context
+    assert runs(level_2[2]) == [(UNSEEN, 0, 64), (CONTEXT, 64, 80), (UNSEEN, 80, 85), (DENOISED, 85, 101), (UNSEEN, 101, 149)]
+    assert runs(level_2[3]) == [(UNSEEN, 0, 85), (CONTEXT, 85, 149)]
+    # frame 85 at the finest level: the frame before it, level 1 around it, level 2 past and
+    # future, the coarsest level farthest out on both sides
+    assert runs(finest[0]) == [(UNSEEN, 0, 84), (CONTEXT, 84, 85), (DENOISED, 85, 86), (UNSEEN, 86, 149)]
+    assert runs(finest[1]) == [(UNSEEN, 0, 85), (CONTEXT, 85, 89), (UNSEEN, 89, 149)]
+    assert runs(finest[2]) == [(UNSEEN, 0, 80), (CONTEXT, 80, 84), (UNSEEN, 84, 89), (CONTEXT, 89, 101), (UNSEEN, 101, 149)]
+    assert runs(finest[3]) == [(UNSEEN, 0, 64), (CONTEXT, 64, 80), (UNSEEN, 80, 101), (CONTEXT, 101, 149)]
 
 
 WINDOW_CASES = [
@@ -119,46 +142,45 @@ WINDOW_CASES = [
 @pytest.mark.parametrize(("levels", "first", "ratios"), WINDOW_CASES)
 def test_millivid_family_properties(levels, first, ratios):
     windows = tuple(int(first * np.prod(ratios[:level])) for level in range(levels))
-    for finest, extra_frames in itertools.product((64, 256), (0, 1, 3)):
+    for finest, budget in itertools.product((64, 256), (0, 64, 100, 256)):
         tokens = tuple(finest // 4**level for level in range(levels))
-        budget = extra_frames * finest
-        if levels == 1 and budget == 0:
+        if levels == 1 and budget < tokens[0]:
             with pytest.raises(ScheduleError, match="no context"):
                 millivid(windows, budget, tokens)
             continue
         schedule = millivid(windows, budget, tokens)
         extra = [budget // t for t in tokens]
-        assert [
-            schedule.denoised_level(i) for i in range(len(schedule.steps))
-        ] == depth_first_levels(levels, ratios)
-        assert schedule.tokens_per_step == [
-            budget + sum(w * t for w, t in zip(windows, tokens, strict=True))
-        ] * len(schedule.steps)
-        assert schedule.stride == windows[-1]
-        lagging = [sum(windows[level + 1 :]) for level in range(levels)]
-        finer_context = [sum(windows)] if levels > 1 else []
-        oldest = max(finer_context + [lag + e for lag, e in zip(lagging, extra, strict=True)])
-        assert schedule.span == oldest + windows[-1]
+        assert [schedule.denoised_level(i) for i in range(len(schedule.steps))] == depth_first_levels(levels, ratios)
+        assert schedule.span == sum(windows) + extra[-1] and schedule.stride == windows[-1]
+        new = np.arange(schedule.span - windows[-1], schedule.span)
+        for level in range(levels):  # a chunk finishes every level of its new frames
+            made = np.concatenate([np.flatnonzero(step[level] == DENOISED) for step in schedule.steps])
+            assert np.array_equal(np.sort(made), new)
         for index, step in enumerate(schedule.steps):
             level = schedule.denoised_level(index)
             assert (step == DENOISED).sum() == windows[level]
             assert (step[level] == CONTEXT).sum() == extra[level]
-            for other in range(levels):
-                if other != level:
-                    assert (step[other] == CONTEXT).sum() == windows[other]
+            for other in set(range(levels)) - {level}:
+                assert (step[other] == CONTEXT).sum() == windows[other]
+            covered = np.flatnonzero((step != UNSEEN).any(axis=0))
+            assert np.array_equal(covered, np.arange(covered[0], covered[-1] + 1))  # one contiguous view
+            tokens_used = sum(w * t for w, t in zip(windows, tokens, strict=True)) + extra[level] * tokens[level]
+            assert schedule.tokens_per_step[index] == tokens_used
+        assert schedule.reach.overall == schedule.first_denoised_column
 
 
 @pytest.mark.parametrize("levels", [1, 2, 3, 4])
-@pytest.mark.parametrize("frames", [2, 4, 14, 30])
+@pytest.mark.parametrize("frames", [2, 3, 4, 7, 14, 30])
 def test_full_res(levels, frames):
     tokens = tuple(256 // 4**level for level in range(levels))
     schedule = build_schedule(FullResScheduleConfig(frames=frames), tokens)
-    half = frames // 2
-    assert len(schedule.steps) == 1 and schedule.span == frames and schedule.stride == half
+    context = frames // 2  # the release's baseline: the first half (rounded down) is context
+    assert len(schedule.steps) == 1 and schedule.span == frames and schedule.stride == frames - context
     assert schedule.max_tokens == frames * 256
     step = schedule.steps[0]
-    assert runs(step[0]) == [(CONTEXT, 0, half), (DENOISED, half, frames)]
+    assert runs(step[0]) == [(CONTEXT, 0, context), (DENOISED, context, frames)]
     assert not step[1:].any()
+    assert schedule.reach.overall == context == schedule.reach.per_level[0]
 
 
 def test_full_res_paper_numbers():
@@ -202,6 +224,7 @@ def test_framepack_family_properties(denoised, context):
     assert np.array_equal(
         np.flatnonzero(step[0] == DENOISED), np.arange(sum(context), schedule.span)
     )
+    assert schedule.reach.overall == sum(context) and schedule.reach.per_level == {0: sum(context)}
 
 
 def test_schedule_matrices_are_read_only_int8():
@@ -220,7 +243,7 @@ def test_schedule_matrices_are_read_only_int8():
         (lambda: MilliVidScheduleConfig(windows=(0, 4)), "windows"),
         (lambda: MilliVidScheduleConfig(windows=()), "windows"),
         (lambda: MilliVidScheduleConfig(extra_budget=-1), "extra_budget"),
-        (lambda: FullResScheduleConfig(frames=7), "frames"),
+        (lambda: FullResScheduleConfig(frames=1), "frames"),
         (lambda: FramePackScheduleConfig(context=(3, -1)), "context"),
         (lambda: FramePackScheduleConfig(denoised=0), "denoised"),
     ],
@@ -234,16 +257,6 @@ def test_bad_schedule_configs_name_the_field(make, field):
 @pytest.mark.parametrize(
     ("config", "tokens", "field"),
     [
-        (
-            MilliVidScheduleConfig(windows=(1, 4, 16, 64), extra_budget=100),
-            PAPER_TOKENS,
-            "extra_budget",
-        ),
-        (
-            MilliVidScheduleConfig(windows=(1, 4, 16, 64), extra_budget=258),
-            PAPER_TOKENS,
-            "extra_budget",
-        ),
         (MilliVidScheduleConfig(windows=(1, 4, 16)), PAPER_TOKENS, "windows"),
         (FramePackScheduleConfig(context=(3, 12, 48)), PAPER_TOKENS, "context"),
         (FullResScheduleConfig(), (), "tokens_per_level"),

@@ -37,8 +37,9 @@ def test_describe_the_paper_schedule_from_overrides(capsys):
 
 def test_describe_takes_geometry_from_the_config(capsys):
     result = run_json(capsys, ["schedule", "describe", "millivid", "--config", "cpu", "--json"])
-    assert result["geometry"]["tokens_per_level"] == [64, 16, 4]
-    assert (result["steps"], result["max_tokens_per_step"], result["chunk_frames"]) == (21, 256, 37)
+    assert result["geometry"]["tokens_per_level"] == [16, 4, 1]
+    assert (result["steps"], result["max_tokens_per_step"], result["chunk_frames"]) == (21, 112, 85)
+    assert result["reach"] == {"overall": 69, "per_level": {"0": 8, "1": 17, "2": 69}}
     result = run_json(capsys, ["schedule", "describe", "framepack", "--config", "paper", "--json"])
     assert result["max_tokens_per_step"] == 3840 and result["new_frames_per_chunk"] == 3
     result = run_json(
@@ -46,7 +47,7 @@ def test_describe_takes_geometry_from_the_config(capsys):
     )
     assert (
         result["geometry"]["tokens_per_level"] == [64, 16]
-        and result["max_tokens_per_step"] == 4 * 64
+        and result["max_tokens_per_step"] == 7 * 64  # the smoke preset's full_res: 7 frames
     )
 
 
@@ -78,7 +79,7 @@ def test_name_is_a_method_or_a_kind(capsys, tmp_path):
 def test_describe_prints_a_readable_summary(capsys):
     assert main(["schedule", "describe", "full_res"]) == 0
     out = capsys.readouterr().out
-    assert "max_tokens_per_step: 256" in out and "level 0 |ccDD" in out
+    assert "max_tokens_per_step: 112" in out and "level 0 |cccDDDD" in out and "reach" in out
 
 
 @pytest.mark.parametrize(
@@ -86,9 +87,9 @@ def test_describe_prints_a_readable_summary(capsys):
     [
         (["nope"], 1, "unknown schedule 'nope'"),
         (["millivid", "windows=[2,3,16]"], 2, "windows"),
-        (["millivid", "extra_budget=100"], 2, "extra_budget"),
+        (["millivid", "extra_budget=-1"], 2, "extra_budget"),
         (["millivid", "windows=[1,4]"], 2, "windows"),
-        (["full_res", "frames=5"], 2, "frames"),
+        (["full_res", "frames=1"], 2, "frames"),
         (["full_res", "colour=red"], 2, "colour"),
         (["millivid", "finest_tokens=100", "levels=3"], 2, "finest_tokens"),
         (["millivid", "finest_tokens=many"], 2, "finest_tokens"),
@@ -121,9 +122,9 @@ def test_draw_writes_the_picture(capsys, tmp_path):
 def test_plan_uses_the_eval_sizes(capsys, tmp_path):
     result = run_json(capsys, ["schedule", "plan", "millivid", "--config", "paper"])
     assert (result["context_frames"], result["total_frames"]) == (256, 1024)
-    assert result["model_calls_per_level"]["0"] == 256 and result["frames_needed"] == 1216
+    assert result["model_calls_per_level"]["0"] == 256 and result["frames_needed"] == 1024
     result = run_json(capsys, ["schedule", "plan", "full_res", "--context", "4", "--total", "10"])
-    assert result["model_calls"] == 3 and result["generated_frames"] == 6
+    assert result["model_calls"] == 2 and result["generated_frames"] == 6  # 4 new frames per call
     assert main(["schedule", "plan", "full_res", "--context", "10", "--total", "4"]) == 1
     assert "context_frames" in capsys.readouterr().err
     result = run_json(capsys, ["schedule", "plan", "millivid", "--out", str(tmp_path / "plan.png")])

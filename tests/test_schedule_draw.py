@@ -9,7 +9,6 @@ import pytest
 from PIL import Image, ImageColor
 
 from millivid import storage
-from millivid.diffusion.config import FramePackScheduleConfig, MilliVidScheduleConfig
 from millivid.diffusion.schedule import ScheduleError, build_schedule, frames_needed, plan_rollout
 from millivid.diffusion.schedule_draw import (
     COLOURS,
@@ -24,6 +23,7 @@ from millivid.diffusion.schedule_draw import (
     step_picture,
     write_schedule_picture,
 )
+from millivid.diffusion.schedules import FramePackScheduleConfig, MilliVidScheduleConfig
 
 SCHEDULE = build_schedule(MilliVidScheduleConfig(windows=(1, 4, 16), extra_budget=64), (64, 16, 4))
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from einops import rearrange
 
-from millivid.diffusion.config import (
+from millivid.diffusion.schedule import CONTEXT, DENOISED, UNSEEN, build_schedule, step_tokens
+from millivid.diffusion.schedules import (
     FramePackScheduleConfig,
     FullResScheduleConfig,
     MilliVidScheduleConfig,
 )
-from millivid.diffusion.schedule import CONTEXT, DENOISED, UNSEEN, build_schedule, step_tokens
 from millivid.diffusion.tokens import concat, gather, kernel_tokens, step_layout
 
 TOKENS = (64, 16, 4)  # the cpu preset: 32x32 frames, 4x4 patches, 3 levels

@@ -1,3 +1,4 @@
+import hashlib
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from millivid.pose import PITCH, YAW, X, Y, Z
 from millivid.world.agent import FORWARD, LEFT, RIGHT, Body, Walker
 from millivid.world.blocks import WOOL_COLOURS, Block
 from millivid.world.config import WorldConfig
-from millivid.world.policies import trajectory
+from millivid.world.policies import MIXED_WEIGHTS, Pilot, trajectory
 from millivid.world.render import Scene, render
 from millivid.world.terrain import World, generate
 
@@ -160,6 +161,37 @@ def test_long_mixed_episode_loops():
     episode = render_episode(small(frames=1024, hold=3, episodes=1), 0)
     assert episode["frames"].shape == (1024, 16, 16, 3)
     assert revisits(episode["pose"], radius=0.8, degrees=25) > 0
+
+
+def test_default_mix_renders_the_episodes_it_rendered_before():
+    # Actions of episodes rendered before data.mix existed: existing datasets stay valid.
+    pinned = {(1, 0): "107caa99790ed6c0", (3, 1): "96d37c612c5ac79f"}
+    for (hold, index), digest in pinned.items():
+        actions = render_episode(small(frames=600, hold=hold), index)["actions"]
+        assert hashlib.sha256(actions.tobytes()).hexdigest()[:16] == digest, (hold, index)
+    assert small().mix == MIXED_WEIGHTS
+
+
+def test_a_spin_only_mix_only_turns():
+    episode = render_episode(small(frames=96, mix={"spin": 1}), 0)
+    assert np.isin(episode["actions"], [LEFT, RIGHT]).all()
+    assert np.ptp(episode["pose"][:, X]) == 0 and np.ptp(episode["pose"][:, Z]) == 0
+    config = WorldConfig()
+    with pytest.raises(ValueError, match="unknown behaviour"):
+        trajectory(Walker(generate([0, 0], config), config), np.random.default_rng(0), 8, mix={"jump": 1})
+
+
+def test_mix_weights_set_the_share_of_behaviours(monkeypatch):
+    drawn: list[str] = []
+    for name in ("spin", "return_trip"):
+        behaviour = getattr(Pilot, name)
+        monkeypatch.setattr(Pilot, name, lambda self, b=behaviour, n=name: (drawn.append(n), b(self)))
+    config = WorldConfig()
+    walker = Walker(generate([3, 0], config), config)
+    for spin_share in (0.8, 0.2):
+        drawn.clear()
+        trajectory(walker, np.random.default_rng(0), 50_000, 1, mix={"spin": spin_share, "return": 1 - spin_share})
+        assert len(drawn) > 150 and abs(drawn.count("spin") / len(drawn) - spin_share) < 0.1
 
 
 def test_world_config_rejects_turns_that_do_not_divide_a_circle():

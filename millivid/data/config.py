@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from millivid.schema import Frozen
 from millivid.world.config import WorldConfig
+from millivid.world.policies import BEHAVIOURS, MIXED_WEIGHTS, mix_probabilities
 
 Policy = Literal["mixed", "wander", "return", "spin", "revisit"]
+Behaviour = Literal["return", "revisit", "spin", "wander"]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class SplitConfig(Frozen):
@@ -35,6 +38,10 @@ class DataConfig(Frozen):
         description="trajectories of the built-in world: return trips, 360 turns, revisits of earlier places, "
         "wandering, or a random mix of them",
     )
+    mix: dict[Behaviour, Weight] = Field(
+        default_factory=lambda: dict(MIXED_WEIGHTS),
+        description="relative weights of the behaviours policy=mixed draws (left out: 0); only with policy=mixed",
+    )
     world: WorldConfig = WorldConfig()
 
     @field_validator("size")
@@ -43,3 +50,19 @@ class DataConfig(Frozen):
         if size & (size - 1):
             raise ValueError(f"must be a power of two (e.g. 32, 64, 128), got {size}")
         return size
+
+    @field_validator("mix")
+    @classmethod
+    def _some_behaviour(cls, mix: dict[str, float]) -> dict[str, float]:
+        mix_probabilities(mix)  # e.g. all weights 0
+        # Every behaviour, in draw order: equal mixes dump, and so hash, alike.
+        return {name: mix.get(name, 0.0) for name in BEHAVIOURS}
+
+    @model_validator(mode="after")
+    def _mix_only_when_mixed(self) -> DataConfig:
+        if self.policy != "mixed" and self.mix != MIXED_WEIGHTS:
+            raise ValueError(
+                f"data.mix {self.mix} is only used by data.policy=mixed, and data.policy is {self.policy!r}: "
+                "set data.policy=mixed or leave data.mix out"
+            )
+        return self

@@ -25,7 +25,7 @@ def episode_id(index: int) -> str:
 def render_episode(cfg: DataConfig, index: int) -> dict[str, np.ndarray]:
     """Episode `index` of the dataset `cfg` describes: a pure function of (cfg, index)."""
     world = generate([cfg.seed, index], cfg.world)
-    path = trajectory(Walker(world, cfg.world), np.random.default_rng([cfg.seed, index, 1]), cfg.frames, cfg.hold, cfg.policy)
+    path = trajectory(Walker(world, cfg.world), np.random.default_rng([cfg.seed, index, 1]), cfg.frames, cfg.hold, cfg.policy, mix=cfg.mix)
     frames = render(Scene(world, cfg.world), path.pose, cfg.size)
     return {"frames": frames, "actions": path.actions, "pose": path.pose}
 

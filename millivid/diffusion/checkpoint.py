@@ -16,12 +16,16 @@ import torch
 from pydantic import Field, TypeAdapter
 
 from millivid import storage
-from millivid.diffusion.config import DiTConfig, ScheduleConfig
+from millivid.diffusion.config import DiTConfig
 from millivid.diffusion.dit import DiT, build_dit
 from millivid.diffusion.schedule import Schedule, build_schedule
+from millivid.diffusion.schedules import ScheduleConfig
 from millivid.schema import Frozen
 
-FORMAT = "millivid-rollout-model/1"
+FORMAT = "millivid-rollout-model/2"
+# Format 1 was written while kind "millivid" meant a schedule whose levels lagged each other across
+# chunks; read as format 2 its weights would meet the release's schedule silently.
+RETIRED_FORMATS = {"millivid-rollout-model/1": "its millivid schedule is not the release's (levels lagged across chunks); retrain it"}
 _SCHEDULE = TypeAdapter(ScheduleConfig)
 
 
@@ -52,7 +56,10 @@ def load_rollout_model(uri: str, device: torch.device | str = "cpu") -> tuple[Di
         raise ValueError(f"{uri}: no rollout model there") from None
     except Exception as err:
         raise ValueError(f"{uri}: not a readable rollout model ({err})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if found in RETIRED_FORMATS:
+        raise ValueError(f"{uri}: a rollout model of retired format {found!r}: {RETIRED_FORMATS[found]}")
+    if found != FORMAT:
         raise ValueError(f"{uri}: not a rollout model (expected format {FORMAT!r})")
     info = RolloutModelInfo.model_validate(state["info"])
     schedule = info.schedule()

@@ -2,71 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 from pydantic import Field, ValidationInfo, field_validator
 
+from millivid.diffusion.schedules import (
+    FramePackScheduleConfig,
+    FullResScheduleConfig,
+    MilliVidScheduleConfig,
+    ScheduleConfig,
+)
 from millivid.schema import Frozen, TrainConfig
-
-
-class MilliVidScheduleConfig(Frozen):
-    """Coarse-to-fine depth-first rollout: per-level windows (finest first) plus an extra context budget."""
-
-    kind: Literal["millivid"] = "millivid"
-    windows: tuple[int, ...] = Field((1, 4, 16, 64), min_length=1, description="frames per window, finest level first")
-    extra_budget: int = Field(256, ge=0, description="tokens of extra past context at the denoised level")
-
-    @field_validator("windows")
-    @classmethod
-    def _nested_windows(cls, windows: tuple[int, ...]) -> tuple[int, ...]:
-        if min(windows) < 1:
-            raise ValueError(f"every window must be >= 1 frame, got {windows}")
-        for finer, coarser in zip(windows, windows[1:], strict=False):
-            if coarser % finer:
-                raise ValueError(
-                    f"each window must be a whole multiple of the finer one before it (finest first), got {windows}"
-                )
-        return windows
-
-
-class FullResScheduleConfig(Frozen):
-    """Finest level only: the first half of the frames is context, the second half is denoised."""
-
-    kind: Literal["full_res"] = "full_res"
-    frames: int = Field(14, ge=2, description="frames per step (half context, half denoised)")
-
-    @field_validator("frames")
-    @classmethod
-    def _even(cls, frames: int) -> int:
-        if frames % 2:
-            raise ValueError(f"must be even (half context, half denoised), got {frames}")
-        return frames
-
-
-class FramePackScheduleConfig(Frozen):
-    """A few denoised finest frames plus context frames at increasingly coarse levels."""
-
-    kind: Literal["framepack"] = "framepack"
-    denoised: int = Field(3, ge=1, description="finest frames denoised per step")
-    context: tuple[int, ...] = Field(
-        (3, 12, 48, 192), min_length=1, description="context frames per level, finest first (0 = none at that level)"
-    )
-    context_source: Literal["hierarchical", "kernel"] = Field(
-        "hierarchical", description="coarse context from the hierarchical latents or FramePack's kernel compression"
-    )
-
-    @field_validator("context")
-    @classmethod
-    def _counts(cls, context: tuple[int, ...]) -> tuple[int, ...]:
-        if min(context) < 0:
-            raise ValueError(f"context frame counts must be >= 0, got {context}")
-        return context
-
-
-ScheduleConfig = Annotated[
-    MilliVidScheduleConfig | FullResScheduleConfig | FramePackScheduleConfig,
-    Field(discriminator="kind"),
-]
 
 
 class DiTConfig(Frozen):

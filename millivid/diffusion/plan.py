@@ -3,8 +3,8 @@
 Ground-truth context frames [0, context_frames) are known at every level. Chunk 0 is placed so
 that step 0's first DENOISED column lands on frame `context_frames`; chunk c is shifted by
 c * stride. Columns at frames < 0 are dropped (their cells become UNSEEN, their tokens are not
-gathered). Steps whose DENOISED cells are all ground truth (or dropped) are skipped — millivid's
-lagging finer levels re-cover the context in the first chunk. Chunks are planned until every
+gathered). Steps whose DENOISED cells are all ground truth (or dropped) are skipped (none of the
+built-in families has such steps, but a schedule whose levels lag each other would). Chunks are planned until every
 finest frame in [context_frames, total_frames) is produced; then steps that neither produce such a
 frame nor (transitively) feed one as context are left out, so the plan's model calls are exactly
 those the wanted frames depend on. Coarse frames beyond total_frames may remain as look-ahead:
@@ -150,6 +150,21 @@ def needed_steps(
             sources = np.where(sources < 0, production.producer[0, frames], sources)
         wanted[sources[sources >= 0]] = True
     return [step for step, keep in zip(plan, wanted, strict=True) if keep]
+
+
+def visible_context(plan: list[PlannedStep], context_frames: int, total_frames: int) -> np.ndarray:
+    """(total_frames - context_frames, context_frames) bool: whether ground-truth context frame c
+    was within reach when rollout frame r was generated, i.e. CONTEXT (at any level) of a step that
+    produced any level of frame context_frames + r. Coarse latents FramePack derives from the
+    finest ones are not a step: for it only the finest step counts (see schedule_core's Reach)."""
+    visible = np.zeros((total_frames - context_frames, context_frames), dtype=bool)
+    for step in plan:
+        made = step.denoised_frames
+        made = made[(made >= context_frames) & (made < total_frames)] - context_frames
+        seen = step.frames[(step.matrix == CONTEXT).any(axis=0)]
+        seen = seen[(seen >= 0) & (seen < context_frames)]
+        visible[np.ix_(made, seen)] = True
+    return visible
 
 
 def frames_needed(plan: list[PlannedStep]) -> int:

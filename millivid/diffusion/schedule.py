@@ -10,19 +10,27 @@
     frames_needed(plan)              # latent buffers / actions must reach this frame (look-ahead)
 
 Where things live (all re-exported here):
-  schedule_core     UNSEEN/CONTEXT/DENOISED, Schedule, ScheduleError, validate_schedule,
+  schedule_core     UNSEEN/CONTEXT/DENOISED, Schedule, Reach, ScheduleError, validate_schedule,
                     training_step_weights, budget_warnings
-  schedule_families build_schedule, build_schedules (the millivid, full_res, framepack models)
-  plan              PlannedStep, plan_rollout, frames_needed, describe_plan
+  schedules         build_schedule, build_schedules; one module per family (millivid, full_res,
+                    framepack) registered by kind
+  plan              PlannedStep, plan_rollout, frames_needed, describe_plan, visible_context
   schedule_draw     pictures: GIF / HTML animation / overview PNG of a schedule
 """
 
-from millivid.diffusion.plan import PlannedStep, describe_plan, frames_needed, plan_rollout
+from millivid.diffusion.plan import (
+    PlannedStep,
+    describe_plan,
+    frames_needed,
+    plan_rollout,
+    visible_context,
+)
 from millivid.diffusion.schedule_core import (
     CONTEXT,
     CONTEXT_SOURCES,
     DENOISED,
     UNSEEN,
+    Reach,
     Schedule,
     ScheduleError,
     budget_warnings,
@@ -30,7 +38,7 @@ from millivid.diffusion.schedule_core import (
     training_step_weights,
     validate_schedule,
 )
-from millivid.diffusion.schedule_families import build_schedule, build_schedules
+from millivid.diffusion.schedules import build_schedule, build_schedules
 
 __all__ = [
     "CONTEXT",
@@ -38,6 +46,7 @@ __all__ = [
     "DENOISED",
     "UNSEEN",
     "PlannedStep",
+    "Reach",
     "Schedule",
     "ScheduleError",
     "budget_warnings",
@@ -49,4 +58,5 @@ __all__ = [
     "step_tokens",
     "training_step_weights",
     "validate_schedule",
+    "visible_context",
 ]

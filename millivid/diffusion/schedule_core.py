@@ -9,12 +9,20 @@ level; its token count is the sum over its CONTEXT/DENOISED cells of the level's
 across repeated chunks every (level, frame) that is denoised at all is denoised exactly once, the
 finest level included; and every CONTEXT cell was produced earlier (in an earlier chunk or by an
 earlier step of the same chunk). Schedules validate themselves when constructed.
+
+Reach (`Schedule.reach`): how many frames before a generated frame the steps that make it can see,
+at any level. `per_level[l]`: every level-l frame is denoised by a step whose context starts at
+least that many frames before it. `overall`: every finest frame is conditioned, directly or
+through its coarser latents (which the finest step sees as context), on steps whose context starts
+at least that many frames before it: the largest reach among the steps producing any level of the
+frame, minimised over frames. A context frame further back than `overall` is out of every step's
+sight; a revisit of it cannot be remembered except through generated frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +33,17 @@ CONTEXT_SOURCES = ("hierarchical", "kernel")
 
 class ScheduleError(ValueError):
     """A schedule (or its config, or a rollout plan) that cannot work; the message says which field or step."""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Frames back a generated frame's steps can see (see the module docstring); all >= 0."""
+
+    overall: int
+    per_level: dict[int, int]  # denoised level -> frames; levels no step denoises are absent
+
+    def describe(self) -> dict[str, Any]:
+        return {"overall": self.overall, "per_level": dict(self.per_level)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +62,7 @@ class Schedule:
     stride: int
     context_source: str = "hierarchical"
     coarse_context_from_finest: bool = False
+    reach: Reach = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens_per_level", tuple(int(t) for t in self.tokens_per_level))
@@ -51,7 +71,8 @@ class Schedule:
             "steps",
             tuple(read_only_matrix(step, index) for index, step in enumerate(self.steps)),
         )
-        validate_schedule(self)
+        producers = validate_schedule(self)
+        object.__setattr__(self, "reach", schedule_reach(self, producers))
 
     @property
     def levels(self) -> int:
@@ -101,6 +122,7 @@ class Schedule:
             "min_tokens_per_step": min(tokens),
             "model_calls_per_new_frame": len(self.steps) / self.stride,
             "first_denoised_column": self.first_denoised_column,
+            "reach": self.reach.describe(),
             "context_source": self.context_source,
             "coarse_context_from_finest": self.coarse_context_from_finest,
         }
@@ -136,11 +158,22 @@ def denoised_level(step: np.ndarray) -> int:
     return int(levels[0])
 
 
-def validate_schedule(schedule: Schedule) -> None:
-    """Raise ScheduleError naming the first problem; see the module docstring for what is proved."""
+def validate_schedule(schedule: Schedule) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Raise ScheduleError naming the first problem (see the module docstring for what is proved);
+    returns the producers of every denoised level (see check_production)."""
     check_fields(schedule)
     producers = check_production(schedule)
     check_context_produced_first(schedule, producers)
+    return producers
+
+
+def schedule_reach(schedule: Schedule, producers: dict[int, tuple[np.ndarray, np.ndarray]]) -> Reach:
+    """Reach of a validated schedule, from the steps producing each (level, frame residue)."""
+    oldest = np.array([np.flatnonzero((step == CONTEXT).any(axis=0)).min() for step in schedule.steps])
+    # back[l][r]: frames between the level-l producer of residue r and the oldest context of its step
+    back = {level: columns - oldest[steps] for level, (columns, steps) in producers.items()}
+    overall = np.max(np.stack(list(back.values())), axis=0).min()
+    return Reach(int(overall), {level: int(back[level].min()) for level in sorted(back)})
 
 
 def check_fields(schedule: Schedule) -> None:

@@ -96,7 +96,7 @@ def step_picture(schedule: Schedule, index: int) -> Image.Image:
     title = (
         f"{schedule.name} ({schedule.kind}) · step {index + 1}/{len(schedule.steps)} · denoise level "
         f"{schedule.denoised_level(index)} · {schedule.tokens_per_step[index]} tokens · "
-        f"+{schedule.stride} frames/chunk"
+        f"+{schedule.stride} frames/chunk · reach {schedule.reach.overall} frames"
     )
     draw.text((MARGIN, 8), title, fill="black", font=font(13))
     for level, label in enumerate(level_labels(schedule)):
@@ -159,7 +159,10 @@ def stacked_png(
 
 def schedule_overview_png(schedule: Schedule) -> bytes:
     """Every step of the chunk stacked top to bottom (coarsest row on top within each step)."""
-    title = f"{schedule.name} ({schedule.kind}) · {len(schedule.steps)} steps · max {schedule.max_tokens} tokens/step"
+    title = (
+        f"{schedule.name} ({schedule.kind}) · {len(schedule.steps)} steps · max {schedule.max_tokens} tokens/step"
+        f" · reach {schedule.reach.overall} frames"
+    )
     labels = [
         f"step {index} · level {schedule.denoised_level(index)}"
         for index in range(len(schedule.steps))
@@ -193,7 +196,7 @@ def plan_png(
 def schedule_html(schedule: Schedule) -> str:
     """A self-contained page animating the steps on a canvas (play/pause, step slider)."""
     data = {
-        "title": f"{schedule.name} ({schedule.kind})",
+        "title": f"{schedule.name} ({schedule.kind}) · reach {schedule.reach.overall} frames",
         "labels": level_labels(schedule),
         "steps": [step.tolist() for step in schedule.steps],
         "levels": [schedule.denoised_level(i) for i in range(len(schedule.steps))],

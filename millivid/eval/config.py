@@ -8,6 +8,12 @@ from pydantic import Field
 
 from millivid.schema import Frozen
 
+# Names the evaluation gives its reference lines and the ground truth (millivid.eval.references,
+# millivid.eval.tables); a method may not take one of them.
+REFERENCE_NAMES = ("context_mean", "copy_last", "nearest_pose", "random_frames", "ground_truth_latents")
+GROUND_TRUTH = "ground_truth"
+RESERVED_NAMES = (*REFERENCE_NAMES, GROUND_TRUTH)
+
 
 class EvalConfig(Frozen):
     examples: int = Field(8, ge=1, description="test examples drawn from the test split")

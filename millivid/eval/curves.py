@@ -16,13 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from einops import rearrange
 
-from millivid.eval.config import EvalConfig
+from millivid.eval.config import GROUND_TRUTH, EvalConfig
 from millivid.eval.fvd import frechet_distance
 from millivid.eval.stats import bootstrap_mean
 from millivid.eval.tables import (
     CURVE_SCHEMA,
     FRAME_METRICS,
-    GROUND_TRUTH,
     curve_rows,
     feature_array,
     metric_matrix,

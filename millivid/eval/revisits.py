@@ -8,14 +8,33 @@ frames gets right is not memory.
 
     mask = revisit_mask(pose, context=64, radius=1.0, angle=30.0, min_gap=32)   # pose (t 5), see millivid.pose
     mask.shape == (t - 64,)
+
+clip_revisit_share applies the same rule to training clips: how often a clip's later frames
+revisit its first frames, i.e. how often training shows the model a use for its memory.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from einops import rearrange
 
+from millivid.data.clips import ClipLoader
+from millivid.data.columns import DataError
+from millivid.data.manifest import Split
+from millivid.data.store import Dataset
 from millivid.pose import check_pose, known, view_distance
+
+
+@dataclass(frozen=True)
+class RevisitShare:
+    """Revisits in a sample of training clips (see clip_revisit_share)."""
+
+    clips: int  # clips drawn
+    with_revisit: int  # clips where some frame after the context revisits a context frame
+    share: float  # with_revisit / clips
+    revisit_frames_share: float  # mean over clips of the fraction of post-context frames that revisit
 
 
 def revisit_mask(pose: np.ndarray, context: int, radius: float, angle: float, min_gap: int = 1) -> np.ndarray:
@@ -47,6 +66,39 @@ def nearest_context_frames(pose: np.ndarray, context: int, radius: float, angle:
     distance, turn = view_distance(pose[context:], pose[:context])  # (r c)
     score = np.nan_to_num(closeness(distance, turn, radius, angle), nan=np.inf)
     return np.where(np.isfinite(score).any(axis=1), score.argmin(axis=1), -1)
+
+
+def clip_revisit_share(
+    dataset: Dataset,
+    split: Split,
+    span: int,
+    context: int,
+    radius: float,
+    angle: float,
+    min_gap: int,
+    clips: int = 512,
+    seed: int = 0,
+) -> RevisitShare:
+    """How many of `split`'s training clips revisit their own context, by revisit_mask's rule.
+
+    A clip is `span` consecutive frames of one episode, its first `context` frames the context;
+    its (span 5) pose (x, y, z in world units, i.e. blocks; yaw, pitch in radians) gives a
+    (span - context,) revisit mask. `clips` starts are drawn from `seed` as training draws them:
+    uniformly, with replacement, over every (episode, start) of the split that leaves `span` frames.
+    radius: world units; angle: degrees between views; min_gap: frames from a context frame to
+    its revisit. Frames of unknown (NaN) pose never revisit.
+    """
+    if not 0 < context < span:
+        raise ValueError(f"{dataset.uri}: context {context} must be in 1..{span - 1} for clips of {span} frames")
+    if clips < 1:
+        raise ValueError(f"{dataset.uri}: clips must be >= 1, got {clips}")
+    if "pose" not in dataset.columns:
+        raise DataError(f"{dataset.uri}: counting revisits needs a 'pose' column; the dataset has {list(dataset.columns)}")
+    positions = ClipLoader(dataset, span, clips, split=split, columns=["pose"]).positions(np.random.default_rng(seed), clips)
+    poses = {episode: dataset.read(episode, columns=["pose"])["pose"] for episode in sorted({e for e, _ in positions})}
+    masks = np.stack([revisit_mask(poses[e][start : start + span], context, radius, angle, min_gap) for e, start in positions])
+    with_revisit = int(masks.any(axis=1).sum())
+    return RevisitShare(clips, with_revisit, with_revisit / clips, float(masks.mean()))
 
 
 def window(pose: np.ndarray, context: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from einops import repeat
 
-from millivid.eval.tables import GROUND_TRUTH
+from millivid.eval.config import GROUND_TRUTH
 from millivid.images import grid, png_bytes
 from millivid.video import side_by_side
 

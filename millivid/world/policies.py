@@ -5,13 +5,14 @@ A policy picks one action per decision; the action is held for `hold` frames. Be
   return   - wander out, turn 180 degrees, walk the same way back, face the start direction again
   spin     - turn 360 degrees in place
   revisit  - wander, then walk back to a remembered earlier spot and face the way it faced there
-  mixed    - a seeded random sequence of the above (the default)
+  mixed    - a seeded random sequence of the above (the default), drawn with weights `mix`
 The closed-loop controllers steer by the agent's pose, so collisions do not break the loops.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from millivid.world.agent import FORWARD, LEFT, RIGHT, Body, Walker
 
 POLICIES = ("mixed", "wander", "return", "spin", "revisit")
 MIXED_WEIGHTS = {"return": 0.35, "revisit": 0.35, "spin": 0.15, "wander": 0.15}
+BEHAVIOURS = tuple(MIXED_WEIGHTS)  # the mixed policy draws an index into this order: reordering changes every episode
 
 
 class EpisodeFull(Exception):
@@ -124,12 +126,12 @@ class Pilot:
         back_to = int(self.rng.integers(0, max(1, len(path) // 2)))
         self.retrace(path[back_to:])
 
-    def run(self, policy: str) -> None:
+    def run(self, policy: str, probabilities: np.ndarray) -> None:
+        """Act out `policy`; mixed draws each behaviour with `probabilities` (one per BEHAVIOURS)."""
         behaviours = {"return": self.return_trip, "spin": self.spin, "revisit": self.revisit, "wander": lambda: self.wander(16)}
-        names, weights = list(MIXED_WEIGHTS), np.array(list(MIXED_WEIGHTS.values()))
         try:
             while True:
-                name = policy if policy != "mixed" else names[self.rng.choice(len(names), p=weights / weights.sum())]
+                name = policy if policy != "mixed" else BEHAVIOURS[self.rng.choice(len(BEHAVIOURS), p=probabilities)]
                 behaviours[name]()
         except EpisodeFull:
             return
@@ -140,9 +142,32 @@ def angle_to(yaw: float, target: float) -> float:
     return (target - yaw + math.pi) % (2 * math.pi) - math.pi
 
 
-def trajectory(walker: Walker, rng: np.random.Generator, frames: int, hold: int = 1, policy: str = "mixed") -> Trajectory:
+def mix_probabilities(mix: Mapping[str, float]) -> np.ndarray:
+    """(len(BEHAVIOURS),) probabilities of the mixed policy's behaviours from relative weights;
+    behaviours left out of `mix` have weight 0."""
+    unknown = sorted(set(mix) - set(BEHAVIOURS))
+    if unknown:
+        raise ValueError(f"unknown behaviour(s) {unknown}; expected some of {', '.join(BEHAVIOURS)}")
+    weights = np.array([mix.get(name, 0.0) for name in BEHAVIOURS], dtype=np.float64)
+    total = weights.sum()
+    if not ((weights >= 0).all() and 0 < total < np.inf):
+        raise ValueError(f"behaviour weights must be >= 0 and sum to a finite number above 0, got {dict(mix)}")
+    return weights / total
+
+
+def trajectory(
+    walker: Walker,
+    rng: np.random.Generator,
+    frames: int,
+    hold: int = 1,
+    policy: str = "mixed",
+    *,
+    mix: Mapping[str, float] = MIXED_WEIGHTS,
+) -> Trajectory:
+    """`frames` actions and poses of `policy`; `mix` weighs the behaviours of policy=mixed."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    probabilities = mix_probabilities(mix)
     pilot = Pilot(walker, walker.start(rng), rng, frames, hold)
-    pilot.run(policy)
+    pilot.run(policy, probabilities)
     return Trajectory(np.array(pilot.actions, np.int8), walker.camera(pilot.bodies))

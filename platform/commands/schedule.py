@@ -23,18 +23,15 @@ from millivid.config import (
     describe_validation_error,
     load_config,
 )
-from millivid.diffusion.config import (
+from millivid.diffusion.schedules import (
+    FAMILIES,
     FramePackScheduleConfig,
-    FullResScheduleConfig,
     MilliVidScheduleConfig,
     ScheduleConfig,
 )
 from millivid_platform.cli import CommandError, print_json
 
-KINDS = tuple(
-    cls.model_fields["kind"].default
-    for cls in (MilliVidScheduleConfig, FullResScheduleConfig, FramePackScheduleConfig)
-)
+KINDS = tuple(FAMILIES)
 GEOMETRY_KEYS = ("finest_tokens", "levels")
 
 
@@ -199,6 +196,7 @@ def run_describe(args: argparse.Namespace) -> int:
         "max_tokens_per_step",
         "min_tokens_per_step",
         "model_calls_per_new_frame",
+        "reach",
         "context_source",
         "config",
         "geometry",
@@ -275,6 +273,8 @@ def run_compare(args: argparse.Namespace) -> int:
                 schedule.name: without_step_list(schedule.describe()) for schedule in schedules
             },
             "budget_warnings": budget_warnings(schedules),
+            "eval": {"context": config.eval.context, "revisit_min_gap": config.eval.revisit_min_gap,
+                     "headline_method": config.eval.headline_method},
         }
     )
     return 0
