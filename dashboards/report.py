@@ -4,7 +4,8 @@
 
 `stages`: one row per stage (name, MLflow run, cached, seconds); `summary`: the evaluation's
 summary.json; `images`: name -> PNG bytes (plots, reconstruction figure), embedded inline so the
-file stands alone as an MLflow artifact.
+file stands alone as an MLflow artifact. The latent-memory plot (LATENT_MEMORY_PLOT), when given,
+sits under the latent-memory table.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 HEADLINE_METRICS = (("lpips", "LPIPS ↓"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"))
+REVISIT_SUBSETS = (("revisit", "LPIPS revisits"), ("revisit_within_reach", "within reach"), ("revisit_out_of_reach", "out of reach"))
+LATENT_MEMORY_PLOT = "plots/latent_memory.png"
 
 
 def render_report(
@@ -27,9 +30,13 @@ def render_report(
     parts = [f"<h1>{html.escape(title)}</h1>"]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in notes]
     parts.append(stage_table(stages))
+    images = dict(images)
     if summary:
         parts.append(consistency_table(summary))
         parts.append(headline_note(summary.get("headline")))
+        parts.append(latent_memory_table(summary.get("latent_memory")))
+        if LATENT_MEMORY_PLOT in images:
+            parts.append(figure(LATENT_MEMORY_PLOT, images.pop(LATENT_MEMORY_PLOT)))
     parts += [figure(name, png) for name, png in images.items()]
     return PAGE.format(title=html.escape(title), body="\n".join(parts))
 
@@ -46,11 +53,13 @@ def stage_table(stages: Sequence[Mapping[str, Any]]) -> str:
 def consistency_table(summary: Mapping[str, Any]) -> str:
     """Mean ± 95% CI over the last half of the rollout and over revisit frames, one row per method."""
     header = "".join(f"<th>{label} last half</th>" for _, label in HEADLINE_METRICS)
-    header += "<th>LPIPS revisits</th><th>sharpness / truth</th><th>crosses random frames at</th>"
+    header += "".join(f"<th>{label}</th>" for _, label in REVISIT_SUBSETS)
+    header += "<th>reach (frames)</th><th>sharpness / truth</th><th>crosses random frames at</th>"
     rows = []
     for name, entry in summary["per_method"].items():
         cells = [interval_cell(entry["last_half"][metric]) for metric, _ in HEADLINE_METRICS]
-        cells.append(interval_cell(entry["revisit"].get("lpips")))
+        cells += [subset_cell(entry.get(subset)) for subset, _ in REVISIT_SUBSETS]
+        cells.append(html.escape(str((entry.get("reach") or {}).get("overall", "–"))))
         cells.append(interval_cell(entry["sharpness_vs_truth"]))
         crossing = entry.get("crosses_random_frames") or {}
         cells.append(html.escape(str(crossing.get("sustained", "–"))))
@@ -60,9 +69,48 @@ def consistency_table(summary: Mapping[str, Any]) -> str:
     fvd = summary.get("fvd", {})
     fvd_note = "FVD available" if fvd.get("available") else f"FVD unavailable: {html.escape(str(fvd.get('reason')))}"
     return (
-        f"<h2>Consistency</h2><p>LPIPS backbone: <b>{backbone}</b>. {fvd_note}.</p>"
+        f"<h2>Consistency</h2><p>LPIPS backbone: <b>{backbone}</b>. {fvd_note}. Revisit frames are within reach "
+        "when the revisited context frame was context of a step that generated the frame.</p>"
         f"<table><tr><th>method</th>{header}</tr>{''.join(rows)}</table>"
     )
+
+
+def subset_cell(subset: Mapping[str, Any] | None) -> str:
+    """LPIPS on a subset of frames, with its frame count."""
+    if not subset:
+        return "–"
+    return f"{interval_cell(subset.get('lpips'))} <small>({subset['frames']} frames)</small>"
+
+
+def latent_memory_table(memory: Mapping[str, Any] | None) -> str:
+    """Latent MSE on revisit frames per level and candidate; for methods the difference to context_mean."""
+    if not memory or not memory.get("levels"):
+        note = (memory or {}).get("note") or "not measured"
+        return f"<h2>Latent memory</h2><p>{html.escape(note)}</p>"
+    levels = memory["levels"]
+    names = list(dict.fromkeys(name for entries in levels.values() for name in entries))
+    header = "".join(f"<th>level {html.escape(str(level))}</th>" for level in levels)
+    rows = []
+    for name in names:
+        entries = [levels[level].get(name) for level in levels]
+        kind = "reference" if any(entry and entry["reference"] for entry in entries) else "method"
+        cells = "".join(f"<td>{memory_cell(entry)}</td>" for entry in entries)
+        rows.append(f"<tr class='{kind}'><td>{html.escape(name)}</td>{cells}</tr>")
+    return (
+        "<h2>Latent memory</h2><p>Mean squared error of each candidate's latents on revisit frames, per level "
+        "(level 0 finest). A method with memory is below context_mean and random_frames at the coarse levels, "
+        "approaching copy_revisited. Derived levels were re-encoded from the generated finest latents.</p>"
+        f"<table><tr><th>candidate</th>{header}</tr>{''.join(rows)}</table>"
+    )
+
+
+def memory_cell(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return "–"
+    cell = interval_cell(entry["mse"]) + (" <small>(derived)</small>" if entry["derived"] else "")
+    if entry.get("vs_context_mean"):
+        cell += f"<br><small>− context_mean: {interval_cell(entry['vs_context_mean'])}</small>"
+    return cell
 
 
 def headline_note(headline: Mapping[str, Any] | None) -> str:

@@ -2,7 +2,9 @@
 
 Examples are split over Ray tasks (one CPU each); every example's numbers depend only on its own
 seed, so any number of workers gives the same result. Curves go to MLflow with `step` = rollout
-frame index; tables, plots, videos and the JSON summary go as artifacts.
+frame index; per-method summary numbers (LPIPS over windows, on revisit frames within and out of
+reach, latent MSE on revisit frames per level) at step 0; tables (rows, curves, latent memory),
+plots, videos and the JSON summary go as artifacts.
 """
 
 from __future__ import annotations
@@ -74,9 +76,9 @@ class Method:
         model, info = load_rollout_model(model_uri)
         self.schedule = info.schedule()
         self.codec = LatentCodec(load_autoencoder(info.autoencoder_uri), config.compute.precision)
+        # reencode also gives the latent memory the coarse levels a schedule does not denoise
         self.rollout = DiffusionMethod(
-            model, self.schedule, config.diffusion.sampler, self.codec.decode,
-            self.codec.reencode if self.schedule.coarse_context_from_finest else None, config.compute.precision,
+            model, self.schedule, config.diffusion.sampler, self.codec.decode, self.codec.reencode, config.compute.precision,
         )
 
 
@@ -118,6 +120,20 @@ def worker_count() -> int:
     return int(ray.available_resources().get("CPU", 1))
 
 
+def summary_numbers(summary: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """(line, metric key, mean) of the summary's headline numbers; lines are methods and references,
+    then the latent memory's candidates (methods and latent references)."""
+    numbers = []
+    for name, entry in summary["per_method"].items():
+        numbers += [(name, f"{metric}_{window}", entry[window][metric]["mean"])
+                    for window in ("last_half", "last_quarter") for metric in ("lpips", "psnr", "ssim")]
+        for subset in ("revisit", "revisit_within_reach", "revisit_out_of_reach"):
+            numbers.append((name, f"lpips_{subset}", ((entry[subset] or {}).get("lpips") or {}).get("mean")))
+    for level, candidates in summary["latent_memory"]["levels"].items():
+        numbers += [(name, f"latent_mse_revisit_level{level}", entry["mse"]["mean"]) for name, entry in candidates.items()]
+    return numbers
+
+
 def log_results(run: StageRun, result: Any, written: dict[str, str]) -> None:
     curves = result.curves
     frame_curves = curves.filter(pc.equal(curves["subset"], "all"))
@@ -130,15 +146,9 @@ def log_results(run: StageRun, result: Any, written: dict[str, str]) -> None:
         by_step.setdefault(frame, {}).update(values)
     for frame, values in sorted(by_step.items()):
         tracking.log_metrics(values, step=frame, run_id=run.run_id)
-    for name, entry in result.summary["per_method"].items():
-        for window in ("last_half", "last_quarter"):
-            for metric in ("lpips", "psnr", "ssim"):
-                mean = entry[window][metric]["mean"]
-                if mean is not None:
-                    tracking.log_metrics({f"summary/{name}/{metric}_{window}": mean}, step=0, run_id=run.run_id)
-        on_revisits = entry["revisit"].get("lpips") or {}
-        if on_revisits.get("mean") is not None:
-            tracking.log_metrics({f"summary/{name}/lpips_revisit": on_revisits["mean"]}, step=0, run_id=run.run_id)
+    summary_metrics = {f"summary/{name}/{key}": mean for name, key, mean in summary_numbers(result.summary) if mean is not None}
+    if summary_metrics:
+        tracking.log_metrics(summary_metrics, step=0, run_id=run.run_id)
     headline = result.summary.get("headline")
     tracking.set_tags({"millivid.headline": "n/a" if headline is None else "holds" if headline["holds"] else "does not hold",
                        "millivid.lpips_backbone": result.summary["lpips_backbone"],

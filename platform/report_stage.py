@@ -11,7 +11,7 @@ from millivid_dashboards.report import render_report
 from millivid_platform import tracking
 from millivid_platform.stages import PipelineContext, StageResult, StageRun, run_stage
 
-PLOTS = ("plots/consistency.png", "plots/quality.png")
+PLOTS = ("plots/consistency.png", "plots/quality.png", "plots/latent_memory.png")
 
 
 def run(ctx: PipelineContext, config: ExperimentConfig, results: dict[str, Any]) -> StageResult:

@@ -7,6 +7,7 @@ the frames (mean-pooled 4x4 and 8x8 patches); decoding upsamples them back.
 
 import io
 import json
+import re
 import warnings
 
 import numpy as np
@@ -18,11 +19,13 @@ from einops import rearrange, reduce, repeat
 from PIL import Image
 
 from millivid.data.columns import ColumnSpec, DataError, frame_columns
-from millivid.data.config import SplitConfig
+from millivid.data.config import DataConfig, SplitConfig
+from millivid.data.generate import render_dataset
 from millivid.data.store import open_dataset, write_dataset
-from millivid.diffusion.config import DiTConfig, FullResScheduleConfig, SamplerConfig
+from millivid.diffusion.config import DiTConfig, SamplerConfig
 from millivid.diffusion.dit import build_dit
 from millivid.diffusion.schedule import build_schedule
+from millivid.diffusion.schedules import FullResScheduleConfig
 from millivid.eval.compare import evaluate_methods, evaluate_subset, finish, merge_subsets
 from millivid.eval.config import EvalConfig
 from millivid.eval.fvd import quality_networks
@@ -48,6 +51,7 @@ from millivid.eval.references import (
     RandomFrames,
     standard_references,
 )
+from millivid.eval.revisits import clip_revisit_share
 from millivid.eval.summary import crossing
 from millivid.eval.tables import CURVE_SCHEMA, ROW_SCHEMA, metric_matrix, read_parquet, where
 from millivid.perceptual import Lpips
@@ -91,7 +95,11 @@ def toy_decode(latent: torch.Tensor, level: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> EvalData:
-    root = tmp_path_factory.mktemp("eval-data")
+    return write_eval_data(tmp_path_factory.mktemp("eval-data"))
+
+
+def write_eval_data(root) -> EvalData:
+    """Six toy episodes (half of them test) under `root`, with their toy latents."""
     episodes = {f"ep-{i}": episode(i) for i in range(6)}
     split = SplitConfig(val=0.0, test=0.5, seed=0)
     write_dataset(str(root / "frames"), episodes.items(), frame_columns(SIZE), split=split)
@@ -331,9 +339,12 @@ def test_diffusion_method_rolls_out_from_the_context_latents(data, lpips):
     cfg = CFG.model_copy(update={"examples": 2, "rollout": 4, "fvd_chunk": 2, "videos": 0})
     examples = draw_examples(data.frames, cfg)
     batch = rollout_batch(examples, [load_window(data, e, cfg) for e in examples], cfg)
-    frames = method(batch)
+    generated = method(batch)
+    frames = generated.frames
     assert frames.shape == (2, 4, SIZE, SIZE, 3) and 0 <= float(frames.min()) <= float(frames.max()) <= 1
-    torch.testing.assert_close(method(batch), frames)  # seeded by the examples
+    torch.testing.assert_close(method(batch).frames, frames)  # seeded by the examples
+    assert [level.shape for level in generated.latents] == [(2, 4, n, 3) for n in TOKENS]
+    assert generated.derived == (1, 2) and all(np.isnan(level).all() for level in generated.latents[1:])  # no reencode given
     part = evaluate_subset(examples, [0, 1], {"full_res": method}, {}, data, cfg, lpips=lpips)
     assert part.rows.num_rows == 2 * 4 and isinstance(part.rows, pa.Table)
 
@@ -348,3 +359,40 @@ def test_report_states_the_headline_and_shows_every_baseline(comparison):
     assert "perfect beats context_mean on revisit frames" in page and "perfect does not beat late_noise" in page
     assert all(f"<td>{name}</td>" in page for name in (CONTEXT_MEAN, NEAREST_POSE, RANDOM_FRAMES))
     assert page.count("<img src='data:image/png;base64,") == len(result.pictures)
+
+
+@pytest.fixture(scope="module")
+def spins(tmp_path_factory):
+    """Built-in world episodes that only turn in place: each spin turns a full circle (48 frames of
+    7.5 degrees) in a direction drawn afresh."""
+    cfg = DataConfig(episodes=3, frames=160, size=16, hold=3, policy="spin", split=SplitConfig(val=0, test=0))
+    uri = str(tmp_path_factory.mktemp("spins") / "frames")
+    render_dataset(cfg, uri)
+    return open_dataset(uri), cfg.world.headings
+
+
+def test_training_clips_that_turn_twice_all_revisit_their_context(spins):
+    dataset, turn = spins
+    context, span = 8, 8 + 2 * turn  # a spin can turn back before a full circle; within two its last context view returns >= a turn later
+    every = clip_revisit_share(dataset, "train", span, context, radius=0.5, angle=5, min_gap=turn // 2)
+    assert (every.clips, every.with_revisit, every.share) == (512, 512, 1.0) and 0 < every.revisit_frames_share < 1
+    never = clip_revisit_share(dataset, "train", span, context, radius=0.5, angle=5, min_gap=span)
+    assert (never.with_revisit, never.share, never.revisit_frames_share) == (0, 0.0, 0.0)
+
+
+def test_clip_revisit_share_is_seeded(spins):
+    dataset, turn = spins
+    some = clip_revisit_share(dataset, "train", 8 + turn, 8, radius=0.5, angle=5, min_gap=turn - 1, clips=64, seed=3)
+    assert 0 < some.share < 1 and some.revisit_frames_share <= some.share
+    assert clip_revisit_share(dataset, "train", 8 + turn, 8, radius=0.5, angle=5, min_gap=turn - 1, clips=64, seed=3) == some
+
+
+def test_clip_revisit_share_names_the_dataset_when_it_cannot_count(spins, data):
+    dataset, _ = spins
+    for context in (0, 16):
+        with pytest.raises(ValueError, match=re.escape(f"{dataset.uri}: context {context} must be in 1..15")):
+            clip_revisit_share(dataset, "train", 16, context, radius=0.5, angle=5, min_gap=1)
+    with pytest.raises(DataError, match=re.escape(f"{dataset.uri}: no train episode has the 161 frames")):
+        clip_revisit_share(dataset, "train", 161, 8, radius=0.5, angle=5, min_gap=1)
+    with pytest.raises(DataError, match="latents: counting revisits needs a 'pose' column"):
+        clip_revisit_share(data.latents, "train", 16, 8, radius=0.5, angle=5, min_gap=1)

@@ -12,14 +12,16 @@ that example alone and the merged tables are sorted:
     result = finish(merge_subsets(parts), examples, list(methods), list(references), cfg)
 
 A rollout function gets a RolloutBatch (protocol.py) of up to eval.rollout_batch examples and
-returns (b R h w 3) frames, uint8 or float in [0, 1].
+returns (b R h w 3) frames, uint8 or float in [0, 1], or a Generated holding them with, optionally,
+its latents (per-level latent memory, latent_memory.py) and what context it could see (the rows'
+`within_reach`). With EvalData.latents the latent references are scored on every example.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,31 +31,38 @@ import torch
 from einops import rearrange
 
 from millivid import storage
-from millivid.eval.config import EvalConfig
+from millivid.diffusion.schedule import Reach
+from millivid.eval.config import GROUND_TRUTH, EvalConfig
 from millivid.eval.consistency import frame_metrics, sharpness, unit_frames
 from millivid.eval.curves import frame_curves, quality_curves, quality_distances
 from millivid.eval.fvd import QualityNetworks, chunk_frames, quality_networks
-from millivid.eval.plots import consistency_png, quality_png
+from millivid.eval.latent_memory import LATENT_REFERENCES, candidate_rows, reference_latents
+from millivid.eval.plots import consistency_png, latent_memory_png, quality_png
 from millivid.eval.protocol import (
     EvalData,
     Example,
+    Generated,
     RolloutFn,
     Window,
+    as_generated,
     load_window,
-    revisit_frames,
     rollout_batch,
+    window_revisits,
 )
+from millivid.eval.references import RandomFrames
 from millivid.eval.showcase import showcase_strip, showcase_video
 from millivid.eval.summary import summarize
 from millivid.eval.tables import (
     FEATURE_KEYS,
     FEATURE_SCHEMA,
-    GROUND_TRUTH,
+    LATENT_MEMORY_KEYS,
+    LATENT_MEMORY_SCHEMA,
     ROW_KEYS,
     ROW_SCHEMA,
     concat_sorted,
     example_rows,
     feature_rows,
+    within_reach,
     write_parquet,
 )
 from millivid.images import to_uint8
@@ -74,6 +83,8 @@ class SubsetResult:
     showcase: dict[int, dict[str, np.ndarray]]  # example -> GROUND_TRUTH / method -> (t h w 3) uint8
     fvd_status: dict[str, Any]
     lpips_backbone: str
+    latent_memory: pa.Table | None = None  # tables.LATENT_MEMORY_SCHEMA; None without EvalData.latents
+    reach: dict[str, Reach] = field(default_factory=dict)  # method -> its schedule's reach, where it says
 
 
 @dataclass
@@ -84,12 +95,16 @@ class EvaluationResult:
     pictures: dict[str, bytes]  # relative file name -> PNG bytes
     videos: dict[str, np.ndarray] = field(default_factory=dict)  # relative file name -> (t H W 3) uint8
     fps: int = 8
+    latent_memory: pa.Table | None = None  # tables.LATENT_MEMORY_SCHEMA; None without EvalData.latents
 
     def write(self, uri: str) -> dict[str, str]:
         """Write every output under `uri` (each file atomically); returns name -> URI."""
-        written = {"rows": storage.join(uri, "rows.parquet"), "curves": storage.join(uri, "curves.parquet")}
-        write_parquet(written["rows"], self.rows)
-        write_parquet(written["curves"], self.curves)
+        tables = {"rows": self.rows, "curves": self.curves, "latent_memory": self.latent_memory}
+        written = {}
+        for name, table in tables.items():
+            if table is not None:
+                written[name] = storage.join(uri, f"{name}.parquet")
+                write_parquet(written[name], table)
         for name, picture in self.pictures.items():
             written[name] = storage.join(uri, name)
             storage.write_bytes(written[name], picture)
@@ -139,38 +154,25 @@ def evaluate_subset(
     lpips = lpips if lpips is not None else build_lpips(cfg)
     quality = quality if quality is not None else quality_networks(cfg)
     chosen = [examples[i] for i in sorted(set(indices))]
-    rows, features, showcase = [], [], {}
+    collected = Collected(lpips, quality, cfg, RandomFrames(data, cfg) if data.latents is not None else None)
     done, total = 0, len(chosen) * len(runs)
     for start in range(0, len(chosen), cfg.rollout_batch):
         group = chosen[start : start + cfg.rollout_batch]
         windows = [load_window(data, example, cfg) for example in group]
         batch = rollout_batch(group, windows, cfg)
-        truths = [GroundTruth.of(example, window, cfg) for example, window in zip(group, windows, strict=True)]
-        for example, window, truth in zip(group, windows, truths, strict=True):
-            features += example_features(quality, GROUND_TRUTH, example.index, truth.frames, cfg)
-            if example.index < cfg.videos:
-                showcase[example.index] = {GROUND_TRUTH: window.frames[max(0, cfg.context - cfg.video_context) :]}
+        truths = [collected.add_truth(example, window) for example, window in zip(group, windows, strict=True)]
         for name, run in runs.items():
-            generated = run(batch)
-            check_output(name, generated, len(group), tuple(windows[0].frames.shape[1:]), cfg.rollout)
-            for example, truth, frames in zip(group, truths, generated, strict=True):
-                images = unit_frames(frames, f"{name}: example {example.index}")
-                metrics = frame_metrics(images, truth.frames, lpips, cfg.psnr_cap)
-                rows.append(example_rows(name, example, metrics, truth.sharpness, truth.revisit_of))
-                features += example_features(quality, name, example.index, images, cfg)
-                if example.index in showcase:
-                    showcase[example.index][name] = to_uint8(rearrange(images, "t c h w -> t h w c").numpy())
+            output = as_generated(run(batch))
+            check_output(name, output, windows[0], cfg)
+            if output.reach is not None:
+                collected.reach[name] = output.reach
+            for row, (example, truth) in enumerate(zip(group, truths, strict=True)):
+                collected.add_output(name, output, row, example, truth)
             done += len(group)
             log.info("evaluation: %s on %d/%d examples", name, start + len(group), len(chosen))
             if progress is not None:
                 progress(done, total)
-    return SubsetResult(
-        rows=concat_sorted(rows, ROW_SCHEMA, ROW_KEYS),
-        features=concat_sorted(features, FEATURE_SCHEMA, FEATURE_KEYS),
-        showcase=showcase,
-        fvd_status=quality.fvd_status,
-        lpips_backbone=lpips.status.tag,
-    )
+    return collected.result()
 
 
 @dataclass(frozen=True)
@@ -180,26 +182,97 @@ class GroundTruth:
     frames: torch.Tensor  # (R 3 h w) in [0, 1]
     sharpness: np.ndarray  # (R,)
     revisit_of: np.ndarray  # (R,) int: the context frame each rollout frame revisits, or -1
+    revisited: np.ndarray  # (R, C) bool: every context frame each rollout frame revisits
+    latents: tuple[np.ndarray, ...] | None = None  # per level (R n_l c) true latents of the rollout frames
+    latent_references: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)  # latent_memory.reference_latents
 
     @classmethod
-    def of(cls, example: Example, window: Window, cfg: EvalConfig) -> GroundTruth:
+    def of(cls, example: Example, window: Window, cfg: EvalConfig, donors: RandomFrames | None = None) -> GroundTruth:
+        """`donors` (with EvalData.latents) gives the random_frames latent reference its donor episode."""
         frames = unit_frames(window.frames[cfg.context :], f"ground truth of example {example.index}")
-        return cls(frames, sharpness(frames).double().numpy(), revisit_frames(window.pose, cfg))
+        revisit_of, revisited = window_revisits(window.pose, cfg)
+        truth = cls(frames, sharpness(frames).double().numpy(), revisit_of, revisited)
+        if window.latents is None or donors is None:
+            return truth
+        latents = tuple(level[cfg.context :] for level in window.latents)
+        references = reference_latents(window.latents, donors.donor_latents(example), revisit_of, cfg.context)
+        return replace(truth, latents=latents, latent_references=references)
+
+
+class Collected:
+    """A worker's tables, filled example by example: rows, features, latent memory, showcase frames."""
+
+    def __init__(self, lpips: Lpips, quality: QualityNetworks, cfg: EvalConfig, donors: RandomFrames | None):
+        self.lpips, self.quality, self.cfg, self.donors = lpips, quality, cfg, donors
+        self.rows: list[pa.Table] = []
+        self.features: list[pa.Table] = []
+        self.memory: list[pa.Table] = []
+        self.showcase: dict[int, dict[str, np.ndarray]] = {}
+        self.reach: dict[str, Reach] = {}
+
+    def add_truth(self, example: Example, window: Window) -> GroundTruth:
+        """The example's ground truth: its features, showcase frames and latent references' rows."""
+        cfg = self.cfg
+        truth = GroundTruth.of(example, window, cfg, self.donors)
+        self.features += example_features(self.quality, GROUND_TRUTH, example.index, truth.frames, cfg)
+        if example.index < cfg.videos:
+            self.showcase[example.index] = {GROUND_TRUTH: window.frames[max(0, cfg.context - cfg.video_context) :]}
+        unknown = within_reach(None, truth.revisited)  # references see no steps
+        for name, latents in truth.latent_references.items():
+            self.memory.append(candidate_rows(name, example.index, latents, truth.latents, truth.revisit_of, unknown))
+        return truth
+
+    def add_output(self, name: str, output: Generated, row: int, example: Example, truth: GroundTruth) -> None:
+        """Score batch row `row` of a run's output against its example's ground truth."""
+        images = unit_frames(output.frames[row], f"{name}: example {example.index}")
+        metrics = frame_metrics(images, truth.frames, self.lpips, self.cfg.psnr_cap)
+        within = within_reach(output.visible, truth.revisited)
+        self.rows.append(example_rows(name, example, metrics, truth.sharpness, truth.revisit_of, within))
+        self.features += example_features(self.quality, name, example.index, images, self.cfg)
+        if output.latents is not None and truth.latents is not None:
+            latents = [level[row] for level in output.latents]
+            self.memory.append(candidate_rows(name, example.index, latents, truth.latents, truth.revisit_of, within, output.derived))
+        if example.index in self.showcase:
+            self.showcase[example.index][name] = to_uint8(rearrange(images, "t c h w -> t h w c").numpy())
+
+    def result(self) -> SubsetResult:
+        return SubsetResult(
+            rows=concat_sorted(self.rows, ROW_SCHEMA, ROW_KEYS),
+            features=concat_sorted(self.features, FEATURE_SCHEMA, FEATURE_KEYS),
+            showcase=self.showcase,
+            fvd_status=self.quality.fvd_status,
+            lpips_backbone=self.lpips.status.tag,
+            # donors exist exactly when EvalData.latents was given: without, latent memory is not measured (None)
+            latent_memory=concat_sorted(self.memory, LATENT_MEMORY_SCHEMA, LATENT_MEMORY_KEYS) if self.donors is not None else None,
+            reach=self.reach,
+        )
 
 
 def named_runs(methods: Mapping[str, RolloutFn], references: Mapping[str, RolloutFn]) -> dict[str, RolloutFn]:
     clash = sorted(set(methods) & set(references) | ({GROUND_TRUTH} & (set(methods) | set(references))))
     if clash:
         raise ValueError(f"method/reference names must be unique and not {GROUND_TRUTH!r}: {clash}")
+    taken = sorted(set(methods) & set(LATENT_REFERENCES))  # they would share rows of the latent memory table
+    if taken:
+        raise ValueError(f"method names must not be latent reference names {LATENT_REFERENCES}: {taken}")
     if not methods and not references:
         raise ValueError("nothing to evaluate: no methods and no references")
     return {**methods, **references}
 
 
-def check_output(name: str, generated: np.ndarray | torch.Tensor, batch: int, frame_shape: tuple[int, ...], rollout: int) -> None:
-    expected = (batch, rollout, *frame_shape)
-    if tuple(generated.shape) != expected:
-        raise ValueError(f"{name}: rollout returned shape {tuple(generated.shape)}, expected (b R h w 3) = {expected}")
+def check_output(name: str, output: Generated, window: Window, cfg: EvalConfig) -> None:
+    """Shapes of a run's output against the batch's windows: frames, latents per level, visibility."""
+    batch = len(output.frames)
+    expected = (batch, cfg.rollout, *window.frames.shape[1:])
+    if tuple(output.frames.shape) != expected:
+        raise ValueError(f"{name}: rollout returned shape {tuple(output.frames.shape)}, expected (b R h w 3) = {expected}")
+    if output.visible is not None and output.visible.shape != (cfg.rollout, cfg.context):
+        raise ValueError(f"{name}: visible has shape {output.visible.shape}, expected (R, C) = {(cfg.rollout, cfg.context)}")
+    if output.latents is not None and window.latents is not None:
+        got = [tuple(level.shape) for level in output.latents]
+        wanted = [(batch, cfg.rollout, *level.shape[1:]) for level in window.latents]
+        if got != wanted:
+            raise ValueError(f"{name}: latents have shapes {got}, expected per level (b R n_l c) = {wanted}")
 
 
 def example_features(quality: QualityNetworks, name: str, example: int, frames: torch.Tensor, cfg: EvalConfig) -> list[pa.Table]:
@@ -218,12 +291,15 @@ def merge_subsets(parts: Sequence[SubsetResult]) -> SubsetResult:
     if len(examples) != len(set(examples)):
         raise ValueError(f"parts overlap: example(s) {sorted({i for i in examples if examples.count(i) > 1})} evaluated more than once")
     showcase = {index: frames for part in parts for index, frames in part.showcase.items()}
+    memory = [part.latent_memory for part in parts if part.latent_memory is not None]
     return SubsetResult(
         rows=concat_sorted([part.rows for part in parts], ROW_SCHEMA, ROW_KEYS),
         features=concat_sorted([part.features for part in parts], FEATURE_SCHEMA, FEATURE_KEYS),
         showcase=dict(sorted(showcase.items())),
         fvd_status=parts[0].fvd_status,
         lpips_backbone=parts[0].lpips_backbone,
+        latent_memory=concat_sorted(memory, LATENT_MEMORY_SCHEMA, LATENT_MEMORY_KEYS) if memory else None,
+        reach={name: reach for part in parts for name, reach in part.reach.items()},
     )
 
 
@@ -232,13 +308,16 @@ def finish(subset: SubsetResult, examples: Sequence[Example], methods: Sequence[
     names = [*methods, *references]
     distances = quality_distances(subset.features, names)
     curves = pa.concat_tables([frame_curves(subset.rows, names, cfg), quality_curves(distances, cfg)])
-    summary = summarize(subset.rows, distances, methods, references, examples, cfg, subset.fvd_status, subset.lpips_backbone, budget)
+    summary = summarize(subset.rows, distances, methods, references, examples, cfg, subset.fvd_status, subset.lpips_backbone, budget,
+                        reach=subset.reach, latent_memory=subset.latent_memory)
     pictures = {
         "plots/consistency.png": consistency_png(curves, methods, references),
         "plots/quality.png": quality_png(curves, methods, references, list(distances)),
     }
+    if summary["latent_memory"]["levels"]:
+        pictures["plots/latent_memory.png"] = latent_memory_png(summary["latent_memory"], methods)
     videos = {}
     for index, frames in subset.showcase.items():
         pictures[f"strips/example-{index:04d}.png"] = showcase_strip(frames, names)
         videos[f"videos/example-{index:04d}.mp4"] = showcase_video(frames, names)
-    return EvaluationResult(subset.rows, curves, summary, pictures, videos, cfg.fps)
+    return EvaluationResult(subset.rows, curves, summary, pictures, videos, cfg.fps, subset.latent_memory)

@@ -8,12 +8,14 @@ pyplot (no global state); PNG output goes through the Agg renderer. x is the rol
 
     consistency_png(curves, methods, references)    # LPIPS, PSNR, SSIM; all frames and revisit frames
     quality_png(curves, methods, references, networks)   # Fréchet distance per chunk, sharpness
+    latent_memory_png(summary["latent_memory"], methods) # per level: latent MSE on revisit frames, bars
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -21,8 +23,9 @@ import pyarrow as pa
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from millivid.eval.config import GROUND_TRUTH
 from millivid.eval.fvd import FVD, STANDIN
-from millivid.eval.tables import GROUND_TRUTH, where
+from millivid.eval.tables import where
 
 LABELS = {
     "lpips": "LPIPS (lower is better)",
@@ -65,6 +68,34 @@ def quality_png(curves: pa.Table, methods: Sequence[str], references: Sequence[s
         mark_revisits(ax, curves)
     axes[0].legend(fontsize="small")
     return png(figure)
+
+
+def latent_memory_png(memory: Mapping[str, Any], methods: Sequence[str]) -> bytes:
+    """One panel per level of the summary's latent_memory: a bar per candidate (mean latent MSE on
+    revisit frames, 95% CI whisker); methods in their colour, hatched where the level is derived
+    (re-encoded, not denoised), latent references grey and hatched."""
+    levels = memory["levels"]
+    figure = Figure(figsize=(PANEL[0] * len(levels), PANEL[1] + 0.6), layout="constrained")
+    axes = figure.subplots(1, len(levels), squeeze=False)[0]
+    colours = matplotlib.colormaps["tab10"]
+    for ax, (level, entries) in zip(axes, levels.items(), strict=True):
+        for x, (name, entry) in enumerate(entries.items()):
+            colour = "lightgrey" if entry["reference"] else colours(methods.index(name) % 10)
+            hatch = "//" if entry["reference"] else "xx" if entry["derived"] else None
+            ax.bar(x, entry["mse"]["mean"] or 0.0, yerr=whisker(entry["mse"]), color=colour, hatch=hatch, edgecolor="dimgrey", capsize=3)
+        labels = [f"{name} (derived)" if entry["derived"] else name for name, entry in entries.items()]
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="small")
+        ax.set_title(f"level {level}{' (finest)' if int(level) == 0 else ''}: latent MSE on revisit frames")
+        ax.set_ylabel("MSE (lower is better)")
+    return png(figure)
+
+
+def whisker(interval: Mapping[str, Any]) -> list[list[float]] | None:
+    """A bar's (2, 1) error extent from a summary interval; None where the CI is undefined."""
+    mean, low, high = interval["mean"], interval["ci_low"], interval["ci_high"]
+    if mean is None or low is None or high is None:
+        return None
+    return [[mean - low], [high - mean]]
 
 
 def draw_lines(ax: Axes, curves: pa.Table, metric: str, subset: str, methods: Sequence[str], references: Sequence[str], marker: str | None = None) -> None:

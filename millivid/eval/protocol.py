@@ -9,7 +9,7 @@ of a comparison gets the same examples and seeds.
     examples = draw_examples(dataset, cfg)                 # select=revisits: most revisit frames first
     windows = [load_window(EvalData(dataset, latents), e, cfg) for e in examples[:4]]
     batch = rollout_batch(examples[:4], windows, cfg)
-    generated = rollout_fn(batch)                          # (b R h w 3) uint8, or float in [0, 1]
+    generated = as_generated(rollout_fn(batch))            # frames (b R h w 3); latents, visibility if given
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import torch
 
 from millivid.data.columns import DataError
 from millivid.data.store import Dataset
+from millivid.diffusion.schedule import Reach
 from millivid.eval.config import EvalConfig
-from millivid.eval.revisits import nearest_context_frames, revisited_frames
+from millivid.eval.revisits import nearest_context_frames, revisit_pairs
 from millivid.pose import POSE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,27 @@ class RolloutBatch:
         return [example.seed for example in self.examples]
 
 
-# Returns (b R h w 3): uint8, or float in [0, 1].
-RolloutFn = Callable[[RolloutBatch], np.ndarray | torch.Tensor]
+@dataclass(frozen=True)
+class Generated:
+    """What a rollout function returns when it has more to say than its frames.
+
+    `latents` and `visible` let the evaluation measure memory per level and split revisit frames
+    by whether the revisited context frame was within the method's reach.
+    """
+
+    frames: np.ndarray | torch.Tensor  # (b R h w 3) uint8, or float in [0, 1]
+    latents: tuple[np.ndarray, ...] | None = None  # per level (b R n_l c) float arrays, NaN where unknown
+    visible: np.ndarray | None = None  # (R, C) bool: context frame c was CONTEXT of a step making rollout frame r
+    reach: Reach | None = None  # the schedule's reach (millivid.diffusion.schedule_core)
+    derived: tuple[int, ...] = ()  # levels whose latents were re-encoded from the finest ones, not denoised
+
+
+# Returns (b R h w 3) frames (uint8, or float in [0, 1]) or a Generated holding them.
+RolloutFn = Callable[[RolloutBatch], np.ndarray | torch.Tensor | Generated]
+
+
+def as_generated(output: np.ndarray | torch.Tensor | Generated) -> Generated:
+    return output if isinstance(output, Generated) else Generated(output)
 
 
 def example_seed(seed: int, index: int) -> int:
@@ -133,7 +153,14 @@ def revisit_count(dataset: Dataset, episode: str, start: int, cfg: EvalConfig) -
 
 def revisit_frames(pose: np.ndarray, cfg: EvalConfig) -> np.ndarray:
     """(C+R 5) pose of a window -> (R,) int: the context frame each rollout frame revisits, or -1."""
-    return revisited_frames(pose, cfg.context, cfg.revisit_radius, cfg.revisit_angle, cfg.revisit_min_gap)
+    return window_revisits(pose, cfg)[0]
+
+
+def window_revisits(pose: np.ndarray, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(C+R 5) pose of a window -> (R,) int, the context frame each rollout frame revisits (the
+    closest view) or -1, and (R, C) bool, every context frame each rollout frame revisits."""
+    pairs, score = revisit_pairs(pose, cfg.context, cfg.revisit_radius, cfg.revisit_angle, cfg.revisit_min_gap)
+    return np.where(pairs.any(axis=1), score.argmin(axis=1), -1), pairs
 
 
 def nearest_pose_frames(pose: np.ndarray, cfg: EvalConfig) -> np.ndarray:

@@ -16,27 +16,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from einops import rearrange, repeat
 
 from millivid.data.columns import DataError
 from millivid.diffusion.rollout import Decode, decode_frames
-from millivid.eval.config import EvalConfig
+from millivid.eval.config import REFERENCE_NAMES, EvalConfig
 from millivid.eval.protocol import (
     EvalData,
     Example,
     RolloutBatch,
     RolloutFn,
     nearest_pose_frames,
+    read_latents,
     window_pose,
 )
 
-CONTEXT_MEAN = "context_mean"
-COPY_LAST = "copy_last"
-NEAREST_POSE = "nearest_pose"
-RANDOM_FRAMES = "random_frames"
-GROUND_TRUTH_LATENTS = "ground_truth_latents"
+CONTEXT_MEAN, COPY_LAST, NEAREST_POSE, RANDOM_FRAMES, GROUND_TRUTH_LATENTS = REFERENCE_NAMES
 DONOR_STREAM = 0xD0
 
 NOTES = {
@@ -85,6 +84,12 @@ class RandomFrames:
             raise DataError(f"{self.data.frames.uri}: random_frames needs a second {self.cfg.split} episode of {self.span} frames")
         episode = others[np.random.default_rng([example.seed, DONOR_STREAM]).integers(len(others))]
         return episode, min(example.start, self.data.frames.length(episode) - self.span)
+
+    def donor_latents(self, example: Example) -> tuple[np.ndarray, ...]:
+        """Per level (R n_l c): the donor's true latents at the rollout's window frames (EvalData.latents)."""
+        episode, start = self.donor(example)
+        window = read_latents(self.data, replace(example, episode=episode, start=start), self.span)
+        return tuple(level[self.cfg.context :] for level in window)
 
     def __call__(self, batch: RolloutBatch) -> np.ndarray | torch.Tensor:
         windows = [self.donor(example) for example in batch.examples]

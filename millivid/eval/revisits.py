@@ -39,12 +39,20 @@ class RevisitShare:
 
 def revisit_mask(pose: np.ndarray, context: int, radius: float, angle: float, min_gap: int = 1) -> np.ndarray:
     """pose: (t 5) camera pose per frame of a window, NaN where unknown -> (t - context,) bool."""
-    return revisited_frames(pose, context, radius, angle, min_gap) >= 0
+    return revisit_pairs(pose, context, radius, angle, min_gap)[0].any(axis=1)
 
 
 def revisited_frames(pose: np.ndarray, context: int, radius: float, angle: float, min_gap: int = 1) -> np.ndarray:
     """(t - context,) int: for each rollout frame the context frame it revisits (the nearest view
     among those that qualify), or -1."""
+    pairs, score = revisit_pairs(pose, context, radius, angle, min_gap)
+    return np.where(pairs.any(axis=1), score.argmin(axis=1), -1)
+
+
+def revisit_pairs(pose: np.ndarray, context: int, radius: float, angle: float, min_gap: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(t - context, context) bool: every context frame each rollout frame revisits (a view seen
+    again may have been seen several times), and the (t - context, context) closeness of each pair
+    (inf where it is not one)."""
     pose = window(pose, context)
     distance, turn = view_distance(pose, pose[:context])  # (t c)
     with np.errstate(invalid="ignore"):
@@ -54,8 +62,7 @@ def revisited_frames(pose: np.ndarray, context: int, radius: float, angle: float
     first_leave = np.where(left.any(axis=0), left.argmax(axis=0), len(pose))  # (c,)
     rollout = rearrange(np.arange(context, len(pose)), "r -> r 1")
     returned = near[context:] & (first_leave < rollout) & (rollout - np.arange(context) >= min_gap)
-    score = np.where(returned, closeness(distance[context:], turn[context:], radius, angle), np.inf)
-    return np.where(returned.any(axis=1), score.argmin(axis=1), -1)
+    return returned, np.where(returned, closeness(distance[context:], turn[context:], radius, angle), np.inf)
 
 
 def nearest_context_frames(pose: np.ndarray, context: int, radius: float, angle: float) -> np.ndarray:

@@ -2,14 +2,20 @@
 
     rows      one per (method, example, rollout frame): lpips, psnr, ssim, sharpness,
               truth_sharpness (of the ground-truth frame), revisit (frame revisits a context pose),
-              revisit_of (the context frame it revisits, -1 when it does not)
+              revisit_of (the context frame it revisits, -1 when it does not), within_reach (the
+              revisited frame was context of a step making this frame; null for other frames and
+              for runs that give no visibility, i.e. references)
+    latent_memory  one per (candidate, example, revisit frame, level): mse of the candidate's
+              level latents against the true ones (millivid.eval.latent_memory), within_reach as
+              in rows (null for latent references), derived (the candidate's level latents were
+              re-encoded from its finest ones, not denoised)
     features  one per (network, method, example, chunk): the chunk's video features; method
               "ground_truth" holds the real chunks (the Fréchet distances need every example's)
     curves    one per (method, metric, subset, frame): mean, ci_low, ci_high, examples
 
 `frame` counts rollout frames: 0 is the first generated frame, context + frame its index in the
-window. Rows and features are sorted by their keys, so merged worker outputs are identical to a
-single worker's.
+window. Rows, features and latent memory are sorted by their keys, so merged worker outputs are
+identical to a single worker's.
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ from millivid import storage
 from millivid.eval.protocol import Example
 
 FRAME_METRICS = ("lpips", "psnr", "ssim", "sharpness")
-GROUND_TRUTH = "ground_truth"
 
 ROW_SCHEMA = pa.schema(
     [("method", pa.string()), ("example", pa.int32()), ("episode", pa.string()), ("start", pa.int32()), ("frame", pa.int32())]
     + [(name, pa.float64()) for name in (*FRAME_METRICS, "truth_sharpness")]
-    + [("revisit", pa.bool_()), ("revisit_of", pa.int32())]
+    + [("revisit", pa.bool_()), ("revisit_of", pa.int32()), ("within_reach", pa.bool_())]
+)
+LATENT_MEMORY_SCHEMA = pa.schema(
+    [("candidate", pa.string()), ("example", pa.int32()), ("level", pa.int32()), ("frame", pa.int32())]
+    + [("mse", pa.float64()), ("within_reach", pa.bool_()), ("derived", pa.bool_())]
 )
 FEATURE_SCHEMA = pa.schema(
     [("network", pa.string()), ("method", pa.string()), ("example", pa.int32()), ("chunk", pa.int32()), ("features", pa.list_(pa.float32()))]
@@ -43,10 +52,12 @@ CURVE_SCHEMA = pa.schema(
 )
 ROW_KEYS = ("method", "example", "frame")
 FEATURE_KEYS = ("network", "method", "example", "chunk")
+LATENT_MEMORY_KEYS = ("candidate", "level", "example", "frame")
 
 
-def example_rows(method: str, example: Example, metrics: dict[str, np.ndarray], truth_sharpness: np.ndarray, revisit_of: np.ndarray) -> pa.Table:
-    """Rows of one method on one example; every array is (rollout frames,)."""
+def example_rows(method: str, example: Example, metrics: dict[str, np.ndarray], truth_sharpness: np.ndarray, revisit_of: np.ndarray,
+                 within: pa.Array | None = None) -> pa.Table:
+    """Rows of one method on one example; every array is (rollout frames,), `within` from within_reach."""
     frames = len(revisit_of)
     columns = {
         "method": [method] * frames,
@@ -58,8 +69,34 @@ def example_rows(method: str, example: Example, metrics: dict[str, np.ndarray], 
         "truth_sharpness": truth_sharpness,
         "revisit": revisit_of >= 0,
         "revisit_of": revisit_of.astype(np.int32),
+        "within_reach": within if within is not None else pa.nulls(frames, pa.bool_()),
     }
     return pa.table(columns, schema=ROW_SCHEMA)
+
+
+def within_reach(visible: np.ndarray | None, revisited: np.ndarray) -> pa.Array:
+    """visible: (R, C) bool of a method's plan (None: unknown), revisited: (R, C) bool, every context
+    frame each rollout frame revisits -> (R,) bool: whether some context frame a revisit frame
+    revisits was within reach when it was generated (a view seen several times in the context
+    counts once it is seen anywhere); null for frames that revisit nothing."""
+    if visible is None:
+        return pa.nulls(len(revisited), pa.bool_())
+    return pa.array((visible & revisited).any(axis=1), mask=~revisited.any(axis=1))
+
+
+def latent_memory_rows(candidate: str, example: int, level: int, frames: np.ndarray, mse: np.ndarray, within: pa.Array, derived: bool) -> pa.Table:
+    """Rows of one candidate's level on one example; frames, mse, within: (k,) of its revisit frames."""
+    count = len(frames)
+    columns = {
+        "candidate": [candidate] * count,
+        "example": np.full(count, example, np.int32),
+        "level": np.full(count, level, np.int32),
+        "frame": np.asarray(frames, np.int32),
+        "mse": np.asarray(mse, np.float64),
+        "within_reach": within,
+        "derived": np.full(count, derived),
+    }
+    return pa.table(columns, schema=LATENT_MEMORY_SCHEMA)
 
 
 def feature_rows(network: str, method: str, example: int, features: np.ndarray) -> pa.Table:
@@ -81,7 +118,7 @@ def concat_sorted(tables: list[pa.Table], schema: pa.Schema, keys: tuple[str, ..
     return table.sort_by([(key, "ascending") for key in keys]).combine_chunks()
 
 
-def where(table: pa.Table, **equal: str) -> pa.Table:
+def where(table: pa.Table, **equal: str | int) -> pa.Table:
     mask = None
     for column, value in equal.items():
         test = pc.equal(table[column], value)
@@ -90,10 +127,10 @@ def where(table: pa.Table, **equal: str) -> pa.Table:
 
 
 def metric_matrix(rows: pa.Table, method: str, column: str) -> np.ndarray:
-    """(examples frames) values of one method; rows sorted by ROW_KEYS."""
+    """(examples frames) values of one method, booleans as 0/1 and nulls as NaN; rows sorted by ROW_KEYS."""
     selected = where(rows, method=method)
     examples = len(pc.unique(selected["example"]))
-    values = selected[column].to_numpy(zero_copy_only=False)
+    values = pc.cast(selected[column], pa.float64()).to_numpy(zero_copy_only=False)
     return rearrange(values, "(n t) -> n t", n=examples)
 
 
