@@ -58,15 +58,18 @@ def model_flops(task: DiffusionTask, model: torch.nn.Module) -> int:
 
 
 def train_throughput(task: DiffusionTask, cfg: ExperimentConfig, warmup: int, steps: int, peak: float,
-                     device: torch.device | None = None) -> tuple[torch.nn.Module, dict]:
+                     device: torch.device | None = None, compile: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Seconds per training step through the real loop, and what they achieve against `peak`;
+    `compile` wraps the model in torch.compile (its compilation falls in the untimed warm-up)."""
     device = device or torch.device("cpu")
     # progress reports at step `warmup` and at the end bracket the timed steps
     train = cfg.diffusion.train.model_copy(update={"steps": warmup + steps, "log_every": warmup, "eval_every": 10**9,
                                                    "checkpoint_every": 10**9, "warmup_steps": 1})
     reported: list[float] = []
-    model = fit(task, train, device=device,
+    model = fit(task, train, device=device, compile=compile,
                 hooks=Hooks(progress=lambda step, total, metrics: reported.append(time.perf_counter())))
     seconds_per_step = (reported[-1] - reported[0]) / steps
+    host = host_batch_seconds(task, device)
     tokens = train.batch_size * task.schedule.max_tokens
     flops = model_flops(task, model.cpu())
     model.to(device)
@@ -79,7 +82,30 @@ def train_throughput(task: DiffusionTask, cfg: ExperimentConfig, warmup: int, st
         "model_flops_per_step": flops,
         "achieved_flops": flops / seconds_per_step,
         "fraction_of_bf16_peak": flops / seconds_per_step / peak,
+        "compiled": compile,
+        "host_batch_seconds": host,
+        "host_fraction_of_step": host / seconds_per_step,
+        "attention_mask": "padding mask" if task_padded(task) else "none (every step has the same token count)",
     }
+
+
+def host_batch_seconds(task: DiffusionTask, device: torch.device, batches: int = 5) -> float:
+    """Seconds to assemble one training batch on the host and move it to `device` (on the
+    critical path of every step: the loop builds batch k before step k)."""
+    task.batch(0, 0, 1, device)
+    started = time.perf_counter()
+    for step in range(1, batches + 1):
+        batch = task.batch(step, 0, 1, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    del batch
+    return (time.perf_counter() - started) / batches
+
+
+def task_padded(task: DiffusionTask) -> bool:
+    """Whether a batch can mix steps of different token counts, so attention needs a padding mask
+    (and cannot take the flash kernel)."""
+    return len(set(task.schedule.tokens_per_step)) > 1
 
 
 def resident_bytes() -> int:

@@ -6,8 +6,12 @@
   DistributedDataParallel under bf16 autocast, checked to finish with a finite loss;
 - `autoencoder`: training tokens/s and fraction of this GPU's bf16 matmul peak (measured in the
   same run) at the preset's batch and at a GPU-sized batch, with and without LPIPS; encode frames/s;
-- `diffusion`: per rollout method, training tokens/s and generated frames/s with the peak GPU
-  memory of the rollout.
+- `diffusion`: per rollout method of `--preset` (cpu, or paper: the paper's 313M-parameter DiT at
+  batch 8, training only), eager and under torch.compile: seconds per step, fraction of the bf16
+  peak, peak GPU memory, host time to assemble a batch (and its share of the step), whether
+  attention needs a padding mask (no mask: the flash kernel can run); generated frames/s (cpu).
+
+    millivid bench gpu --preset paper --json
 
 The measuring code is the CPU benchmarks' (`autoencoder`, `diffusion`), given a CUDA device.
 Without CUDA the result says so and measures nothing.
@@ -24,7 +28,6 @@ from typing import Any
 import torch
 
 from millivid.config import load_config
-from millivid.diffusion.schedule import build_schedules
 from millivid.diffusion.task import DiffusionTask
 from millivid_bench import autoencoder as ae_bench
 from millivid_bench import diffusion as dit_bench
@@ -105,27 +108,44 @@ def autoencoder(device: torch.device, peak: float, quick: bool) -> dict[str, Any
     return result
 
 
-def diffusion(device: torch.device, peak: float, quick: bool) -> dict[str, Any]:
-    cfg = load_config("cpu", dit_bench.QUICK if quick else ["diffusion.sampler.batch_size=64"])
-    warmup, steps, generated = (1, 2, 2) if quick else (10, 50, 32)
+# The paper preset's DiT (width 1024, depth 24) at the batch one 80-141 GB card trains; rollouts of
+# it take minutes, so that preset measures training only.
+PAPER = ["diffusion.train.batch_size=8"]
+
+
+def diffusion(device: torch.device, peak: float, quick: bool, preset: str) -> dict[str, Any]:
+    """Per method: training step time, fraction of peak, peak memory and host batch time, eager and
+    torch.compile'd; rollout speed (not for the paper preset)."""
+    overrides = dit_bench.QUICK if quick else PAPER if preset == "paper" else ["diffusion.sampler.batch_size=64"]
+    cfg = load_config(preset, overrides)
+    warmup, steps, generated = (1, 2, 2) if quick else (5, 20, 32)
     geometry, channels = cfg.geometry, cfg.autoencoder.model.latent_channels
-    schedules = build_schedules(cfg.diffusion.methods, geometry.tokens_per_level)
-    known = max(schedule.span for schedule in schedules.values())
-    clips = dit_bench.random_clips(geometry.tokens_per_level, channels, known + generated + 8)
-    result: dict[str, Any] = {"model": cfg.diffusion.model.model_dump(), "sampler": cfg.diffusion.sampler.model_dump()}
-    for name, schedule in schedules.items():
+    known = max(schedule.span for schedule in cfg.schedules.values())
+    clips = dit_bench.random_clips(geometry.tokens_per_level, channels, known + generated + 8, videos=2)
+    result: dict[str, Any] = {"preset": preset, "model": cfg.diffusion.model.model_dump(), "sampler": cfg.diffusion.sampler.model_dump()}
+    for name, schedule in cfg.schedules.items():
         task = DiffusionTask(schedule, cfg.diffusion.model, channels, clips, cfg.diffusion.train.batch_size, eval_examples=2)
-        model, train = dit_bench.train_throughput(task, cfg, warmup, steps, peak, device)
-        torch.cuda.reset_peak_memory_stats(device)
-        rollout = dit_bench.rollout_speed(model, schedule, cfg, clips, known, generated)
-        rollout["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        result[name] = {"train": train, "rollout": rollout}
+        entry: dict[str, Any] = {}
+        for compiled in (False, True):
+            torch.cuda.reset_peak_memory_stats(device)
+            model, train = dit_bench.train_throughput(task, cfg, warmup, steps, peak, device, compile=compiled)
+            train["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            entry["train_compiled" if compiled else "train"] = train
+        if preset != "paper":
+            torch.cuda.reset_peak_memory_stats(device)
+            entry["rollout"] = dit_bench.rollout_speed(model, schedule, cfg, clips, known, generated)
+            entry["rollout"]["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        result[name] = entry
+        del model
+        torch.cuda.empty_cache()
     return result
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, preset: str = "cpu") -> dict[str, Any]:
+    """`preset` sizes the diffusion part (`cpu`, or `paper`: the paper's DiT, training only); the
+    autoencoder and NCCL checks are the cpu preset's."""
     if not torch.cuda.is_available():
-        return {"benchmark": "gpu", "cuda": False, "skipped": "torch sees no CUDA device"}
+        return {"benchmark": "gpu", "cuda": False, "preset": preset, "skipped": "torch sees no CUDA device"}
     device = torch.device("cuda", 0)
     torch.cuda.set_device(device)
     peak = matmul_peak(torch.bfloat16, *((1024, 3) if quick else (8192, 20)), device="cuda")
@@ -137,5 +157,5 @@ def run(quick: bool = False) -> dict[str, Any]:
         "bf16_matmul_peak_flops": peak,
         "nccl": nccl_check(device, steps=3 if quick else 20),
         "autoencoder": autoencoder(device, peak, quick),
-        "diffusion": diffusion(device, peak, quick),
+        "diffusion": diffusion(device, peak, quick, preset),
     }

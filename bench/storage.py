@@ -10,6 +10,9 @@ what decoding costs, not how busy the shared machine is.
   from an uncompressed .npy file (the goal is >= 0.5).
 - row_groups: random single frames and 16-frame clips (cold cache) and whole episodes, by
   frames per row group: the trade-off behind the default row-group size.
+- shard_check: the sha256 check of a shard when a process first opens it (what catches a
+  damaged shard on ordinary reads): its speed, and what it adds to a first pass over the data
+  and to the first clip read from a shard.
 """
 
 from __future__ import annotations
@@ -25,12 +28,18 @@ import pyarrow.parquet as pq
 from einops import rearrange
 from PIL import Image
 
+from millivid import storage
 from millivid.data.clips import ClipLoader
 from millivid.data.columns import ColumnSpec, frame_columns
 from millivid.data.config import DataConfig
 from millivid.data.generate import render_episode
 from millivid.data.shards import from_arrow, to_arrow, unflatten
-from millivid.data.store import default_row_group_frames, open_dataset, write_dataset
+from millivid.data.store import (
+    check_shard_file,
+    default_row_group_frames,
+    open_dataset,
+    write_dataset,
+)
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -144,6 +153,24 @@ def row_groups(episodes: list[tuple[str, dict]], folder: Path, repeats: int, siz
     return out
 
 
+def shard_check(episodes: list[tuple[str, dict]], folder: Path, repeats: int) -> dict[str, float]:
+    uri = str(folder / "checked")
+    write_dataset(uri, episodes, frame_columns(64), shard_frames=1024)
+    dataset = open_dataset(uri, cache_bytes=0)
+    shards = [(storage.join(uri, shard.path), shard) for shard in dataset.manifest.shards]
+    check_s = best_seconds(lambda: [check_shard_file(shard_uri, shard) for shard_uri, shard in shards], repeats)
+    read_s = best_seconds(lambda: [dataset.read(e, columns=["frames"]) for e in dataset.episodes()], repeats)
+    first = dataset.manifest.episodes[0]
+    clip_s = best_seconds(lambda: open_dataset(uri, cache_bytes=0).read(first.id, 0, 16, ["frames"]), repeats)
+    one_check_s = best_seconds(lambda: check_shard_file(*shards[first.shard]), repeats)
+    return {
+        "check_mb_per_s": round(dataset.manifest.bytes / 1e6 / check_s),
+        "first_pass_overhead": round(check_s / read_s, 3),
+        "clip_read_ms": round(1000 * clip_s, 2),  # a 16-frame clip from a fresh open, its shard already checked
+        "clip_shard_check_ms": round(1000 * one_check_s, 2),  # what the first such read in a process adds
+    }
+
+
 def run(quick: bool = False) -> dict:
     count, length, repeats = (2, 128, 2) if quick else (8, 256, 3)
     cfg = DataConfig(frames=length, size=64, hold=3)
@@ -159,4 +186,5 @@ def run(quick: bool = False) -> dict:
             "encodings": encodings(frames, folder, repeats),
             "store": store(episodes, folder, repeats),
             "row_groups": row_groups(episodes, folder, repeats, (16, 85) if quick else (8, 21, 85, 256)),
+            "shard_check": shard_check(episodes, folder, repeats),
         }

@@ -2,36 +2,65 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, Field
+from prefect import flow
+from prefect.states import Failed, State
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from millivid_flows.pipeline import run_until
+from millivid_flows import run_page
+from millivid_flows.pipeline import run_label, run_until
 from millivid_platform import regression
-from millivid_platform.pipeline import PipelineParams
+from millivid_platform.pipeline import Override, PipelineParams
+from millivid_platform.settings import load_settings
 
 
 class RegressionParams(BaseModel):
-    """A fixed test set and seeds: the preset's evaluation protocol, unchanged from night to night."""
+    """The preset's fixed test examples and seeds, evaluated with the current code and compared with the baseline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: Literal["smoke", "cpu", "paper"] = "smoke"
-    overrides: list[str] = Field(default_factory=list, description="dotted overrides (keep them fixed between nights)")
+    overrides: list[Override] = Field(
+        default_factory=list, description="settings that differ from the preset, one KEY=VALUE each; keep them the same from night to night",
+    )
     tolerances: regression.Tolerances = regression.Tolerances()
-    baseline_group: str | None = Field(None, description="baseline to compare with (default: the config's name)")
+    baseline_group: str | None = Field(None, description="the baseline to compare with (default: the configuration's name)")
+    _pipeline: PipelineParams = PrivateAttr()
 
+    @model_validator(mode="after")
+    def _resolves(self) -> RegressionParams:
+        self._pipeline = PipelineParams(preset=self.preset, overrides=self.overrides)  # a bad override fails here
+        return self
+
+    @property
+    def pipeline(self) -> PipelineParams:
+        return self._pipeline
+
+    @property
+    def label(self) -> str:
+        return self.pipeline.label
+
+
+log = logging.getLogger(__name__)
 
 DEFAULT_REGRESSION = RegressionParams()
 
 
-@flow(name="nightly-regression", log_prints=True)
-def nightly_regression(params: RegressionParams = DEFAULT_REGRESSION) -> dict[str, Any]:
-    """Fails (and tags the MLflow run) when a metric is worse than the baseline beyond tolerance."""
-    results = run_until(PipelineParams(preset=params.preset, overrides=params.overrides), "evaluate", "nightly-regression")
-    verdict = regression.gate(results, params.tolerances, params.baseline_group)
-    get_run_logger().info("nightly regression: %s", verdict["status"])
+@flow(name="nightly-regression", flow_run_name=run_label, log_prints=True)
+def nightly_regression(params: RegressionParams = DEFAULT_REGRESSION) -> dict[str, Any] | State:
+    """Evaluate the current code on the fixed test examples and compare it with the baseline, metric
+    by metric; fails when a metric is worse than the baseline beyond its tolerance."""
+    settings = load_settings()
+    with run_page.project_logs_in_flow_run():
+        results = run_until(params.pipeline, "evaluate", "nightly-regression")
+        run_page.publish_pipeline_summary(settings, "nightly-regression", params.label, results)
+        verdict = regression.gate(results, params.tolerances, params.baseline_group)
+        run_page.publish_regression_table(settings, results["experiment_id"], verdict)
+        log.info("nightly regression: %s: %s", verdict["status"], verdict["message"])
     if verdict["status"] == "failed":
-        raise regression.RegressionError(verdict["message"])
+        # an expected outcome, not a crash: the run ends Failed with the comparison as its message and
+        # no traceback; called as a function, the flow raises RegressionError
+        return Failed(message=f"regression: {verdict['message']}", data=regression.RegressionError(verdict["message"]))
     return verdict

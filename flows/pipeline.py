@@ -14,16 +14,25 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled, State
 
+from millivid_flows import run_page
 from millivid_platform import (
     autoencoder_stage,
     data_stage,
     diffusion_stage,
     evaluation_stage,
+    preflight,
     report_stage,
 )
-from millivid_platform.pipeline import STAGES, PipelineParams, Stage, open_pipeline, pause_message
+from millivid_platform.pipeline import (
+    STAGES,
+    PipelineParams,
+    Stage,
+    log_headline_metrics,
+    open_pipeline,
+    pause_message,
+)
 from millivid_platform.settings import load_settings
-from millivid_platform.stages import StagePaused, StageResult
+from millivid_platform.stages import PipelineContext, StagePaused, StageResult
 
 DEFAULT_PARAMS = PipelineParams()
 
@@ -31,34 +40,46 @@ DEFAULT_PARAMS = PipelineParams()
 stage_task = task(cache_policy=NO_CACHE, persist_result=False)
 
 
+def announced(ctx: PipelineContext, result: Any) -> Any:
+    run_page.announce(ctx.settings, ctx.experiment_id, result)
+    return result
+
+
+def run_label() -> str:
+    """Flow runs are named after what they run (preset and overrides), not random words."""
+    from prefect.runtime import flow_run
+
+    return flow_run.parameters["params"].label
+
+
 @stage_task(name="prepare-data")
 def prepare_data_task(ctx, config) -> StageResult:
-    return data_stage.run(ctx, config.data)
+    return announced(ctx, data_stage.run(ctx, config.data))
 
 
 @stage_task(name="train-autoencoder")
 def train_autoencoder_task(ctx, config, data: StageResult) -> dict[str, StageResult]:
-    return autoencoder_stage.train(ctx, config, data)
+    return announced(ctx, autoencoder_stage.train(ctx, config, data))
 
 
 @stage_task(name="encode-latents")
 def encode_task(ctx, config, data: StageResult, autoencoder: StageResult) -> StageResult:
-    return autoencoder_stage.encode(ctx, config, data, autoencoder)
+    return announced(ctx, autoencoder_stage.encode(ctx, config, data, autoencoder))
 
 
 @stage_task(name="train-diffusion", task_run_name="train-diffusion-{method}")
 def train_diffusion_task(ctx, config, method: str, latents: StageResult, autoencoder: StageResult) -> StageResult:
-    return diffusion_stage.train(ctx, config, method, latents, autoencoder)
+    return announced(ctx, diffusion_stage.train(ctx, config, method, latents, autoencoder))
 
 
 @stage_task(name="evaluate")
 def evaluate_task(ctx, config, data, autoencoder, latents, models: dict[str, StageResult]) -> StageResult:
-    return evaluation_stage.run(ctx, config, data, autoencoder, latents, models)
+    return announced(ctx, evaluation_stage.run(ctx, config, data, autoencoder, latents, models))
 
 
 @stage_task(name="report")
 def report_task(ctx, config, results: dict[str, Any]) -> StageResult:
-    return report_stage.run(ctx, config, results)
+    return announced(ctx, report_stage.run(ctx, config, results))
 
 
 def run_until(params: PipelineParams, until: Stage, run_name: str) -> dict[str, Any]:
@@ -66,7 +87,9 @@ def run_until(params: PipelineParams, until: Stage, run_name: str) -> dict[str, 
     last = STAGES.index(until)
     results: dict[str, Any] = {}
     with open_pipeline(load_settings(), params, run_name) as (ctx, config):
+        preflight.check_config(config, until, params.methods)
         results["data"] = prepare_data_task(ctx, config)
+        preflight.check_dataset(config, results["data"].outputs["dataset_uri"], until, params.methods)
         if last >= STAGES.index("autoencoder"):
             results["autoencoder"] = train_autoencoder_task(ctx, config, results["data"])
         if last >= STAGES.index("encode"):
@@ -82,56 +105,62 @@ def run_until(params: PipelineParams, until: Stage, run_name: str) -> dict[str, 
             results["evaluate"] = evaluate_task(
                 ctx, config, results["data"], autoencoder, results["encode"], results["diffusion"]
             )
+            results["metrics"] = log_headline_metrics(ctx, results["evaluate"], list(results["diffusion"]))
         if last >= STAGES.index("report"):
             results["report"] = report_task(ctx, config, results)
         results["pipeline_run_id"] = ctx.parent_run_id
+        results["experiment_id"] = ctx.experiment_id
         results["config_name"] = config.name
     return results
 
 
-def run_flow(params: PipelineParams, until: Stage, run_name: str) -> dict[str, Any] | State:
-    """`run_until` for a flow: a stage paused at the time limit ends the flow run Cancelled.
+def run_flow(params: PipelineParams, until: Stage, flow_name: str) -> dict[str, Any] | State:
+    """`run_until` for a flow: the project's logs in the run's logs, a summary artifact at the end;
+    a stage paused at the time limit ends the flow run Cancelled.
 
     Not Failed (nothing went wrong) and not Completed (there are no results yet): Prefect has no
     terminal "paused until run again" state, and a Paused flow run would wait to be resumed in place.
     """
-    try:
-        return run_until(params, until, run_name)
-    except StagePaused as paused:
-        return Cancelled(message=pause_message(paused, params))
+    with run_page.project_logs_in_flow_run():
+        try:
+            results = run_until(params, until, flow_name)
+        except StagePaused as paused:
+            return Cancelled(message=pause_message(paused, params))
+        run_page.publish_pipeline_summary(load_settings(), flow_name, params.label, results)
+        return results
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline", flow_run_name=run_label, log_prints=True)
 def pipeline(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """The whole experiment: data to report."""
     return run_flow(params, "report", "pipeline")
 
 
-@flow(name="prepare-data", log_prints=True)
+@flow(name="prepare-data", flow_run_name=run_label, log_prints=True)
 def prepare_data(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Render the built-in world or import episodes into a sharded dataset."""
     return run_flow(params, "data", "prepare-data")
 
 
-@flow(name="train-autoencoder", log_prints=True)
+@flow(name="train-autoencoder", flow_run_name=run_label, log_prints=True)
 def train_autoencoder(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Train the hierarchical autoencoder (data from the cache or prepared first)."""
     return run_flow(params, "autoencoder", "train-autoencoder")
 
 
-@flow(name="encode-latents", log_prints=True)
+@flow(name="encode-latents", flow_run_name=run_label, log_prints=True)
 def encode_latents(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Encode the dataset into per-level latents with the trained autoencoder."""
     return run_flow(params, "encode", "encode-latents")
 
 
-@flow(name="train-diffusion", log_prints=True)
+@flow(name="train-diffusion", flow_run_name=run_label, log_prints=True)
 def train_diffusion(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Train the diffusion model of each rollout method in `params.methods` on the latents."""
     return run_flow(params, "diffusion", "train-diffusion")
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", flow_run_name=run_label, log_prints=True)
 def evaluate(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
     """Evaluate the methods' rollouts: consistency and quality against rollout length."""
     return run_flow(params, "evaluate", "evaluate")

@@ -1,6 +1,8 @@
 """Serve every flow as a Prefect deployment (run by `millivid stack up`, or `python -m millivid_flows.serve`).
 
-One deployment per flow users run by hand, plus `nightly-regression` on a cron schedule.
+One deployment per flow users run by hand, plus `nightly-regression` on a cron schedule, each named
+`SERVED` (`pipeline/local`, ...): `prefect deploy --all` (prefect.yaml) registers work-pool
+deployments named after their flows (`pipeline/pipeline`, ...) on the same server without replacing these.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import os
 
 from millivid_platform.settings import load_settings
+from millivid_platform.stack import SERVED
 
 NIGHTLY_CRON = os.environ.get("MILLIVID_NIGHTLY_CRON", "0 2 * * *")
 NIGHTLY_TIMEZONE = os.environ.get("MILLIVID_NIGHTLY_TIMEZONE", "UTC")
@@ -27,9 +30,9 @@ def deployments() -> list:
     )
 
     by_hand = [pipeline, prepare_data, train_autoencoder, encode_latents, train_diffusion, evaluate]
-    served = [flow.to_deployment(name=flow.name, tags=["millivid"]) for flow in by_hand]
+    served = [flow.to_deployment(name=SERVED, tags=["millivid"]) for flow in by_hand]
     served.append(nightly_regression.to_deployment(
-        name="nightly-regression", tags=["millivid", "nightly"],
+        name=SERVED, tags=["millivid", "nightly"],
         schedules=[Cron(NIGHTLY_CRON, timezone=NIGHTLY_TIMEZONE)],
     ))
     return served

@@ -52,7 +52,19 @@ class ExperimentConfig(Frozen):
             raise ValueError(f"data.size / autoencoder.model.patch / autoencoder.model.levels: {problem}")
         self._schedules = {name: self._build_schedule(name) for name in self.diffusion.methods}
         self._headline_sees_revisits()
+        self._sizes_fit_together()
         return self
+
+    def _sizes_fit_together(self) -> None:
+        """Settings that each look fine but cannot work together (they would fail or silently drop results later)."""
+        if self.eval.fvd_chunk > self.eval.rollout:
+            raise ValueError(f"eval.fvd_chunk / eval.rollout: FVD chunks of {self.eval.fvd_chunk} frames do not fit in a "
+                             f"rollout of {self.eval.rollout}, so no method would get an FVD; lower eval.fvd_chunk or raise eval.rollout")
+        for section in ("autoencoder", "diffusion"):
+            batch = getattr(self, section).train.batch_size
+            if batch < self.compute.workers:
+                raise ValueError(f"{section}.train.batch_size / compute.workers: a batch of {batch} examples leaves some of the "
+                                 f"{self.compute.workers} workers without any; raise the batch size or lower compute.workers")
 
     def _build_schedule(self, name: str) -> Schedule:
         where = f"diffusion.methods.{name}"

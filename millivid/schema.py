@@ -39,7 +39,15 @@ class ComputeConfig(Frozen):
     use_gpu: bool = False
     precision: Precision = Field("bf16", description="autocast dtype; bf16 on CPU (AVX512-BF16/AMX) and GPU")
     torch_threads: int = Field(0, ge=0, description="intra-op threads per worker; 0 = cpus_per_worker")
+    max_failures: int = Field(
+        2, ge=0, description="times a training run whose worker died restarts from its last checkpoint before it fails"
+    )
+    compile: bool = Field(False, description="wrap the trained model in torch.compile (speed only)")
+    activation_checkpointing: bool = Field(
+        False, description="recompute each transformer block's activations in the backward pass: less memory, more time"
+    )
 
     def result_fields(self) -> dict[str, object]:
-        """The fields that change what training computes (a cache key's share): not CPUs or threads."""
+        """The fields that change what training computes (a cache key's share): not CPUs, threads,
+        retries, compilation or activation checkpointing, which change only its speed and memory."""
         return self.model_dump(include={"workers", "use_gpu", "precision"})

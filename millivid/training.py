@@ -99,6 +99,8 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The trained module inside torch.compile's and DistributedDataParallel's wrappers."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if hasattr(model, "module") else model
 
 
@@ -114,9 +116,11 @@ def fit(
     world_size: int = 1,
     wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
     reduce: Callable[[dict[str, float]], dict[str, float]] = lambda metrics: metrics,
+    compile: bool = False,
 ) -> nn.Module:
     """Train `task` from `state` (a checkpoint's state, or None) to `cfg.steps`, or until `hooks.stop`
-    says so; returns the model. The last checkpoint's step tells which of the two happened."""
+    says so; returns the model. The last checkpoint's step tells which of the two happened.
+    `compile`: run the (wrapped) model through torch.compile; checkpoints hold the plain weights."""
     device = device or torch.device("cpu")
     hooks = hooks or Hooks()
     torch.manual_seed(cfg.seed)  # parameter init: identical on every rank before DDP broadcasts
@@ -129,6 +133,8 @@ def fit(
         start = int(state["step"])
         seconds_before = float(state.get("train_seconds", 0.0))  # checkpoints older than this field: 0
     model = wrap(model)
+    if compile:
+        model = torch.compile(model)
     window: list[dict[str, torch.Tensor]] = []
     started = time.perf_counter()
 

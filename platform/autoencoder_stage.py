@@ -10,16 +10,15 @@ import time
 from millivid import storage
 from millivid.ae.checkpoint import load_autoencoder, save_autoencoder
 from millivid.ae.config import AutoencoderConfig, AutoencoderModelConfig
-from millivid.ae.encode import encode_frames
+from millivid.ae.encode import encode_dataset
 from millivid.ae.evaluate import compare_variants
 from millivid.ae.figures import comparison_figure
 from millivid.ae.frames import StoreFrames
 from millivid.ae.model import build_autoencoder
 from millivid.ae.task import AutoencoderTask, variant_config
 from millivid.config import ExperimentConfig
-from millivid.data.columns import ColumnSpec
 from millivid.data.manifest import MANIFEST_NAME
-from millivid.data.store import DatasetWriter, open_dataset
+from millivid.data.store import open_dataset
 from millivid.perceptual import Lpips
 from millivid_platform import tracking
 from millivid_platform.data_stage import progress_logger
@@ -111,35 +110,18 @@ def encode(ctx: PipelineContext, config: ExperimentConfig, data: StageResult, au
     upstream = {"dataset": data.outputs["dataset_hash"], "autoencoder": autoencoder.outputs["model_hash"]}
     settings = {"precision": config.compute.precision}
     return run_stage(ctx, "encode", settings, upstream,
-                     functools.partial(encode_dataset, config=config, data=data, autoencoder=autoencoder))
+                     functools.partial(write_latents, config=config, data=data, autoencoder=autoencoder))
 
 
-def encode_dataset(run: StageRun, config: ExperimentConfig, data: StageResult, autoencoder: StageResult) -> dict[str, str]:
+def write_latents(run: StageRun, config: ExperimentConfig, data: StageResult, autoencoder: StageResult) -> dict[str, str]:
     model = load_autoencoder(autoencoder.outputs["model_uri"])
     source = open_dataset(data.outputs["dataset_uri"])
     uri = run.output_uri("latents")
-    columns = latent_columns(model.tokens_per_level, model.config.latent_channels)
-    columns.update({name: source.columns[name] for name in ("actions", "pose")})
-    meta = {"source": data.outputs["dataset_uri"], "autoencoder": autoencoder.outputs["model_uri"],
-            "tokens_per_level": list(model.tokens_per_level), "latent_channels": model.config.latent_channels,
-            "frame_size": source.manifest.frame_size}
-    splits = {episode.id: episode.split for episode in source.manifest.episodes}
-    progress = progress_logger("encode")
-    started, episodes = time.perf_counter(), source.episodes()
-    with DatasetWriter(uri, columns, kind="latents", splits=splits, shard_frames=config.data.shard_frames,
-                       pose_known=source.manifest.pose_known, meta=meta) as writer:
-        for index, episode in enumerate(episodes):
-            arrays = source.read(episode, columns=["frames", "actions", "pose"])
-            latents = encode_frames(model, arrays["frames"], precision=config.compute.precision)
-            writer.add(episode, {**{f"latent_{level}": latent for level, latent in enumerate(latents)},
-                                 "actions": arrays["actions"], "pose": arrays["pose"]})
-            progress(index + 1, len(episodes))
+    started = time.perf_counter()
+    encode_dataset(model, source, uri, config.data.shard_frames, config.compute.precision,
+                   meta={"autoencoder": autoencoder.outputs["model_uri"]}, progress=progress_logger("encode"))
     seconds = time.perf_counter() - started
     tracking.log_metrics({"encode/frames": source.manifest.frames, "encode/frames_per_s": source.manifest.frames / seconds},
                          step=0, run_id=run.run_id)
     manifest_uri = storage.join(uri, MANIFEST_NAME)
     return {"latents_uri": uri, "latents_hash": storage.sha256(manifest_uri)}
-
-
-def latent_columns(tokens_per_level: tuple[int, ...], channels: int) -> dict[str, ColumnSpec]:
-    return {f"latent_{level}": ColumnSpec(dtype="float16", shape=(tokens, channels)) for level, tokens in enumerate(tokens_per_level)}

@@ -66,22 +66,25 @@ def finished_run(experiment_id: str, key: str) -> Any | None:
     """The most recent finished run that produced `key` (not a cached stand-in), or None."""
     import mlflow
 
+    # The stand-ins carry the key too, and every cached rerun adds one: only the query can skip them all.
     runs = mlflow.MlflowClient().search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TAG_CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{TAG_CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED' "
+        f"and tags.`{TAG_CACHED_FROM}` IS NULL",
         order_by=["attributes.start_time DESC"],
-        max_results=20,
+        max_results=1,
     )
-    return next((run for run in runs if TAG_CACHED_FROM not in run.data.tags), None)
+    return runs[0] if runs else None
 
 
 def unfinished_run(experiment_id: str, key: str) -> Any | None:
-    """An interrupted run of `key` (killed, failed, or left running by a dead process)."""
+    """An interrupted run of `key` (killed, failed, or left running by a dead process), not a stand-in."""
     import mlflow
 
     runs = mlflow.MlflowClient().search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TAG_CACHE_KEY}` = '{key}' and attributes.status != 'FINISHED'",
+        filter_string=f"tags.`{TAG_CACHE_KEY}` = '{key}' and attributes.status != 'FINISHED' "
+        f"and tags.`{TAG_CACHED_FROM}` IS NULL",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

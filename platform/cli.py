@@ -22,7 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "evaluate rollout methods: consistency and quality against rollout length"),
     "baseline": ("baseline", "show or promote the baseline of nightly regression gates"),
     "stack": ("stack", "start, check and stop the local MLflow / Prefect / Ray stack"),
+    "ui": ("ui", "MLflow's UI over this workspace's runs and artifacts (embedded or stack)"),
     "bench": ("bench", "run a benchmark from bench/ and print one JSON object"),
+    "report": ("report", "build the comparison site of pipeline runs from MLflow (static, opens from disk)"),
 }
 
 
@@ -59,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        from millivid_platform.diagnosed import quiet_prefect_run_logs
+
+        quiet_prefect_run_logs()
     try:
         result = args.handler(args)
     except (ConfigError, CommandError, ValueError, OSError) as err:
@@ -70,4 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m` runs this file as a second copy of the module, whose CommandError is not the one
+    # the commands raise: run the imported module's main(), which catches it
+    from millivid_platform.cli import main as imported_main
+
+    sys.exit(imported_main())

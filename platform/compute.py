@@ -1,6 +1,7 @@
 """Every Ray call of the platform: connect or start a cluster, run Ray Train jobs, map tasks.
 
 Local by default (`ray.init(num_cpus=N)`); `RAY_ADDRESS` points the same code at a cluster.
+A local cluster listens on 127.0.0.1 only (see `LOOPBACK_ONLY`).
 Ray replaces process signal handlers (Prefect's SIGTERM, TorchTrainer's SIGINT): every entry
 here restores them, so a cancelled flow run still stops cleanly.
 """
@@ -9,16 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from millivid.schema import ComputeConfig
+from millivid_platform.object_store import WORKER_VARIABLES
 from millivid_platform.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
 
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# Ray gives a node the host's outward address and binds the GCS, raylet, workers and drivers on
+# every interface (0.0.0.0), its runtime-env agent on that address; `--node-ip-address 127.0.0.1`
+# is turned back into the outward address. Its single-machine mode (the default on Windows and
+# macOS, switched on here) keeps the node on 127.0.0.1, so every one of them binds there. Read
+# when `ray` is first imported; a node in this mode cannot take other machines' nodes.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @contextlib.contextmanager
@@ -37,10 +47,8 @@ def preserved_signal_handlers() -> Iterator[None]:
 
 def worker_env() -> dict[str, str]:
     """Environment every Ray worker gets: tracking URI and thread settings travel explicitly."""
-    import os
-
     env = {}
-    for key in ("MLFLOW_TRACKING_URI", "MILLIVID_WORKSPACE", "MILLIVID_STORAGE_ROOT"):
+    for key in ("MLFLOW_TRACKING_URI", "MILLIVID_WORKSPACE", "MILLIVID_STORAGE_ROOT", *WORKER_VARIABLES):
         if os.environ.get(key):
             env[key] = os.environ[key]
     return env
@@ -48,6 +56,9 @@ def worker_env() -> dict[str, str]:
 
 def ensure_ray(settings: PlatformSettings) -> dict[str, Any]:
     """Connect to `settings.ray_address` or start a local Ray with an explicit CPU count."""
+    if settings.uses_local_ray:
+        for key, value in LOOPBACK_ONLY.items():
+            os.environ.setdefault(key, value)  # before `import ray`, which reads it
     import ray
 
     if ray.is_initialized():
@@ -91,11 +102,11 @@ def fit_torch(
     compute: ComputeConfig,
     storage_uri: str,
     name: str,
-    max_failures: int = 0,
 ) -> Any:
     """Run `loop` on Ray Train workers (gloo on CPU, nccl on GPU); returns the Ray Train result.
 
-    `storage_uri`/`name` is where Ray keeps checkpoints: rerunning with the same pair resumes.
+    `storage_uri`/`name` is where Ray keeps checkpoints: rerunning with the same pair resumes, and
+    so does each of the `compute.max_failures` restarts after a worker dies.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -115,7 +126,7 @@ def fit_torch(
             storage_path=path,
             storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            failure_config=FailureConfig(max_failures=max_failures),
+            failure_config=FailureConfig(max_failures=compute.max_failures),
         ),
     )
     with preserved_signal_handlers():
@@ -123,8 +134,9 @@ def fit_torch(
 
 
 def map_tasks(fn: Callable[..., Any], items: list[Any], num_cpus: float = 1.0) -> list[Any]:
-    """Run `fn(item)` for every item as Ray tasks; results in the order of `items`."""
+    """Run `fn(item)` for every item as Ray tasks, spread over the cluster's nodes (Ray's default
+    packs them onto the driver's node first); results in the order of `items`."""
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus)(fn)
+    remote = ray.remote(num_cpus=num_cpus, scheduling_strategy="SPREAD")(fn)
     return ray.get([remote.remote(item) for item in items])

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from millivid import storage
+from millivid.data.columns import DataError
 from millivid.data.config import DataConfig
 from millivid.data.generate import render_dataset
 from millivid.data.importers import import_dataset
@@ -28,8 +29,6 @@ def prepare(run: StageRun, cfg: DataConfig) -> dict[str, str]:
     if cfg.source == "world":
         manifest = render_dataset(cfg, uri, progress)
     else:
-        if not cfg.import_uri:
-            raise ValueError("data.import_uri: required when data.source is 'import'")
         manifest = import_dataset(cfg.import_uri, uri, size=cfg.size, split=cfg.split,
                                   shard_frames=cfg.shard_frames, progress=progress)
     manifest_uri = storage.join(uri, MANIFEST_NAME)
@@ -37,7 +36,13 @@ def prepare(run: StageRun, cfg: DataConfig) -> dict[str, str]:
     tracking.log_artifact_bytes(storage.read_bytes(manifest_uri), f"dataset/{MANIFEST_NAME}", run.run_id)
     with tempfile.TemporaryDirectory() as folder:
         for name in ("preview.png", "preview.gif", "path.png") if manifest.pose_known else ("preview.png", "preview.gif"):
-            preview(uri, str(Path(folder) / name))
+            try:
+                preview(uri, str(Path(folder) / name))
+            except DataError as err:
+                if name != "path.png":
+                    raise
+                log.warning("data: no %s: %s", name, err)  # the previewed episode was imported without poses
+                continue
             tracking.log_artifact_file(Path(folder) / name, "dataset", run.run_id)
     tracking.log_dataset(run.run_id, uri, name=f"{cfg.source}-{run.key}", digest=digest, context="training")
     tracking.log_metrics(

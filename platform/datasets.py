@@ -19,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from millivid import storage
 from millivid.data.columns import ColumnSpec
 from millivid.data.manifest import Split
 from millivid.data.shards import from_arrow
-from millivid.data.store import load_manifest
+from millivid.data.store import check_shard_once, load_manifest
 from millivid_platform.compute import pyarrow_filesystem
 
 
@@ -35,6 +36,8 @@ def ray_dataset(uri: str, split: Split | None = "train", columns: Sequence[str] 
     unknown = sorted(set(names) - set(manifest.columns))
     if unknown:
         raise KeyError(f"{uri}: no column(s) {unknown}; the dataset has {list(manifest.columns)}")
+    for shard in manifest.shards:  # as every read of the store does: a damaged shard is an error, not frames
+        check_shard_once(storage.join(uri, shard.path), shard)
     filesystem, root = pyarrow_filesystem(uri)
     paths = [f"{root.rstrip('/')}/{shard.path}" for shard in manifest.shards]
     wanted = {e.id: index for index, e in enumerate(manifest.episodes) if split is None or e.split == split}

@@ -23,11 +23,11 @@ from millivid.ae.codec import LatentCodec
 from millivid.config import ExperimentConfig
 from millivid.data.store import open_dataset
 from millivid.diffusion.checkpoint import load_rollout_model
-from millivid.diffusion.schedule import budget_warnings
 from millivid.eval.compare import SubsetResult, evaluate_subset, finish, merge_subsets
 from millivid.eval.methods import DiffusionMethod
 from millivid.eval.protocol import EvalData, Example, draw_examples
 from millivid.eval.references import standard_references
+from millivid.experiment import token_budget
 from millivid_platform import tracking
 from millivid_platform.compute import map_tasks
 from millivid_platform.stages import PipelineContext, StageResult, StageRun, run_stage
@@ -87,7 +87,7 @@ def evaluate(run: StageRun, config: ExperimentConfig, data: StageResult, autoenc
     dataset_uri, latents_uri = data.outputs["dataset_uri"], latents.outputs["latents_uri"]
     examples = draw_examples(open_dataset(dataset_uri), config.eval)
     methods = {name: Method(result.outputs["model_uri"], config) for name, result in sorted(models.items())}
-    budget = budget_of(methods)
+    budget = token_budget(method.schedule for method in methods.values())
     tracking.set_tags({"millivid.budget_warnings": "; ".join(budget["warnings"]) or "none"}, run.run_id)
     workers = max(1, min(len(examples), config.eval.workers or worker_count()))
     groups = [list(range(len(examples)))[rank::workers] for rank in range(workers)]
@@ -104,14 +104,6 @@ def evaluate(run: StageRun, config: ExperimentConfig, data: StageResult, autoenc
 def reference_names(merged: SubsetResult, methods: dict[str, Any]) -> list[str]:
     seen = list(dict.fromkeys(merged.rows["method"].to_pylist()))
     return [name for name in seen if name not in methods]
-
-
-def budget_of(methods: dict[str, Method]) -> dict[str, Any]:
-    schedules = [method.schedule for method in methods.values()]
-    return {
-        "tokens_per_step": {name: method.schedule.max_tokens for name, method in methods.items()},
-        "warnings": budget_warnings(schedules) if schedules else [],
-    }
 
 
 def worker_count() -> int:

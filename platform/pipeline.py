@@ -3,48 +3,132 @@
     params = PipelineParams(preset="smoke", overrides=["diffusion.train.steps=50"])
     with open_pipeline(settings, params) as (ctx, config):
         ...  # stages run with ctx; each gets a nested MLflow run
+
+`PipelineParams` is also the Prefect run form: its JSON schema offers the stages and the presets'
+methods as choices and only the configuration's keys as overrides, so the Prefect server refuses a
+mistyped run when it is created; the values are checked when the run starts, before any stage.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
+import types
+import typing
 from collections.abc import Iterator
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, model_validator
 
-from millivid.config import ExperimentConfig, config_hash, load_config
-from millivid_platform import tracking
+from millivid.config import PRESETS, ExperimentConfig, config_hash, load_config
+from millivid_platform import object_store, tracking
 from millivid_platform.compute import ensure_ray
 from millivid_platform.settings import PlatformSettings
-from millivid_platform.stages import PipelineContext, StagePaused, mark_paused
+from millivid_platform.stages import PipelineContext, StagePaused, StageResult, mark_paused
 
 log = logging.getLogger(__name__)
 
 STAGES = ("data", "autoencoder", "encode", "diffusion", "evaluate", "report")
 Stage = Literal["data", "autoencoder", "encode", "diffusion", "evaluate", "report"]
+ForcedStage = Literal["data", "autoencoder", "encode", "diffusion", "evaluate", "report", "all"]
+
+# The numbers of an evaluation a pipeline run shows as its own metrics, per method (keys as the
+# evaluate run's `summary/<method>/<key>`).
+HEADLINE_KEYS = ("lpips_last_half", "psnr_last_half", "ssim_last_half", "lpips_revisit")
+RUN_LABEL_LIMIT = 200  # characters of a run name's label; every value of the config is a param anyway
+
+
+def config_key_pattern(model: type[BaseModel] = ExperimentConfig) -> str:
+    """A regular expression matching every dotted key an override may set (a section or a field)."""
+    def keys(model: type[BaseModel], prefix: str) -> Iterator[str]:
+        for name, field in model.model_fields.items():
+            path = prefix + re.escape(name)
+            yield path
+            for inner in _annotation_members(field.annotation):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    yield from keys(inner, path + r"\.")
+                elif typing.get_origin(inner) is dict:  # named entries, e.g. diffusion.methods.NAME.field
+                    yield path + r"\.[^=]+"
+
+    return "^(?:" + "|".join(dict.fromkeys(keys(model, ""))) + ")=.*$"
+
+
+def _annotation_members(annotation: Any) -> list[Any]:
+    """The types an annotation admits: `A | B`, `Optional[A]` and `Annotated[A, ...]` unpacked."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _annotation_members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [member for arg in typing.get_args(annotation) for member in _annotation_members(arg)]
+    return [annotation]
+
+
+def preset_methods() -> list[str]:
+    """Every rollout method some preset defines, in preset order."""
+    return list(dict.fromkeys(name for preset in PRESETS for name in load_config(preset).diffusion.methods))
+
+
+# In the schema only: the Python side also takes methods and keys of configs that are not presets,
+# and checks them against the resolved configuration (`PipelineParams._resolves`).
+Override = Annotated[str, WithJsonSchema({"type": "string", "pattern": config_key_pattern()})]
+MethodName = Annotated[str, WithJsonSchema({"type": "string", "enum": preset_methods()})]
 
 
 class PipelineParams(BaseModel):
-    """What a user fills in to run the pipeline (the Prefect UI shows it as a form)."""
+    """Which experiment to run, and how."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    preset: Literal["smoke", "cpu", "paper"] = Field("smoke", description="configuration preset")
-    overrides: list[str] = Field(default_factory=list, description="dotted KEY=VALUE overrides of the preset")
-    config: ExperimentConfig | None = Field(None, description="a complete configuration (replaces preset+overrides)")
-    force: list[str] = Field(default_factory=list, description="stages to redo even when cached (or 'all')")
-    methods: list[str] | None = Field(None, description="subset of diffusion.methods to train and evaluate")
+    preset: Literal["smoke", "cpu", "paper"] = Field(
+        "smoke", description="smoke: seconds on a laptop; cpu: a laptop experiment of an hour or two; paper: the paper's sizes, on GPUs",
+    )
+    overrides: list[Override] = Field(
+        default_factory=list,
+        description="settings that differ from the preset, one KEY=VALUE each, e.g. diffusion.train.steps=500 "
+                    "(KEY: a field of the configuration, dotted)",
+    )
+    config: ExperimentConfig | None = Field(None, description="a complete configuration, instead of preset and overrides")
+    force: list[ForcedStage] = Field(
+        default_factory=list, description="stages to run again although a finished run with the same inputs exists",
+    )
+    methods: list[MethodName] = Field(
+        default_factory=list, description="rollout methods to train and evaluate (none chosen: every method of the configuration)",
+    )
     time_limit_minutes: float | None = Field(
         None, gt=0,
-        description="minutes after this run's start at which training pauses at a checkpoint; running the "
-                    "same parameters again continues from there (not part of any cache key)",
+        description="minutes after the start at which training pauses at a checkpoint; "
+                    "running the same parameters again continues from there",
     )
+    _resolved: ExperimentConfig = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _resolves(self) -> PipelineParams:
+        """Everything the configuration alone decides fails here, before Ray or any stage starts."""
+        if self.config is not None and self.overrides:
+            raise ValueError("overrides apply to a preset; with a complete config, change the config itself")
+        from millivid_platform.preflight import check_methods  # it imports this module
+
+        config = self.config if self.config is not None else load_config(self.preset, self.overrides)
+        check_methods(config, self.methods)
+        self._resolved = config
+        return self
 
     def resolve(self) -> ExperimentConfig:
-        return self.config if self.config is not None else load_config(self.preset, self.overrides)
+        return self._resolved
+
+    @property
+    def label(self) -> str:
+        """What the run runs, for run names: the preset and its overrides, e.g. 'smoke eval.bootstrap=60'."""
+        if self.config is None:
+            parts = [self.preset, *self.overrides]
+        else:
+            parts = [f"{self.config.name} (config {config_hash(self.config)[:8]})"]
+        if self.methods:
+            parts.append(f"methods={','.join(self.methods)}")
+        label = " ".join(parts)
+        return label if len(label) <= RUN_LABEL_LIMIT else label[: RUN_LABEL_LIMIT - 1] + "…"
 
 
 def pause_message(paused: StagePaused, params: PipelineParams) -> str:
@@ -60,21 +144,29 @@ def open_pipeline(
     """Start Ray and the parent MLflow run; close the run with the pipeline's outcome.
 
     The time limit counts from here: its deadline is fixed now and travels to every stage.
+    Every run of the pipeline (parent and stages) is named `<what> · <params.label>` and carries
+    the same source tags, so runs of different experiments tell themselves apart in MLflow.
     """
     import mlflow
 
     deadline = time.time() + 60 * params.time_limit_minutes if params.time_limit_minutes else None
     config = params.resolve()
-    unknown = set(params.force) - set(STAGES) - {"all"}
-    if unknown:
-        raise ValueError(f"force: unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES)}")
+    object_store.check_reachable(settings.resolved_storage_root)  # a store that is down: one clear error, now
     experiment_id = tracking.configure(settings)
     ensure_ray(settings)
-    tags = {"millivid.preset": params.preset, "millivid.prefect_flow_run": _flow_run_id(), "millivid.config_name": config.name}
-    parent = tracking.create_run(experiment_id, f"{run_name}-{config.name}", "pipeline", config, None, tags)
+    run_tags = {
+        "millivid.preset": params.preset if params.config is None else "none",
+        "millivid.config_name": config.name,
+        "millivid.run_label": params.label,
+        **tracking.source_tags(run_name),  # the flow (or command) that ran it; MLflow shows a job icon beside it
+        **prefect_run_tags(),
+    }
+    parent = tracking.create_run(experiment_id, f"{run_name} · {params.label}", "pipeline", config, None, run_tags)
     tracking.log_config(config, parent)
-    ctx = PipelineContext(settings, experiment_id, parent, frozenset(params.force), config.name, deadline)
-    log.info("pipeline %s: config %s, MLflow run %s", config.name, config_hash(config), parent)
+    ctx = PipelineContext(settings, experiment_id, parent, frozenset(params.force), config.name, deadline,
+                          config=config, run_label=params.label, run_tags=run_tags)
+    log.info("pipeline %s: config %s, MLflow run %s", params.label, config_hash(config),
+             tracking.run_url(settings, experiment_id, parent))
     try:
         yield ctx, config
     except StagePaused as paused:
@@ -86,10 +178,32 @@ def open_pipeline(
     mlflow.MlflowClient().set_terminated(parent, "FINISHED")
 
 
-def _flow_run_id() -> str:
-    try:
-        from prefect.runtime import flow_run
+def prefect_run_tags() -> dict[str, str]:
+    """The Prefect flow run this pipeline runs in (and its page, with a Prefect server), for MLflow."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
 
-        return str(flow_run.id or "none")
-    except ImportError:
-        return "none"
+    if flow_run.id is None:
+        return {"millivid.prefect_flow_run": "none"}
+    tags = {"millivid.prefect_flow_run": str(flow_run.id)}
+    if PREFECT_UI_URL.value():  # none for Prefect's temporary server, which is gone after the run
+        tags["millivid.prefect_flow_run_url"] = f"{PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}"
+    return tags
+
+
+def log_headline_metrics(ctx: PipelineContext, evaluation: StageResult, methods: list[str]) -> dict[str, float]:
+    """Put the evaluation's headline numbers on the pipeline's own run (the MLflow compare view's
+    "effect" next to the params' "cause"); returns them as `<key>/<method>` -> value."""
+    from millivid import storage
+    from millivid_platform.evaluation_stage import summary_numbers
+
+    summary = storage.read_json(storage.join(evaluation.outputs["evaluation_uri"], "summary.json"))
+    metrics = {f"{key}/{name}": value for name, key, value in summary_numbers(summary)
+               if name in methods and key in HEADLINE_KEYS and value is not None}
+    headline = summary.get("headline")
+    if headline is not None:
+        metrics["headline_holds"] = float(headline["holds"])
+    tracking.log_metrics(metrics, step=0, run_id=ctx.parent_run_id)
+    tracking.set_tags({"millivid.headline": "n/a" if headline is None else "holds" if headline["holds"] else "does not hold"},
+                      ctx.parent_run_id)
+    return metrics

@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +25,11 @@ from millivid import storage
 from millivid.eval.stats import bootstrap_mean
 from millivid.eval.tables import read_parquet
 from millivid_platform import caching
+from millivid_platform.settings import PlatformSettings
 
 TAG_BASELINE = "millivid.baseline"
 TAG_BASELINE_GROUP = "millivid.baseline_group"
+TAG_BASELINE_SINCE = "millivid.baseline_since"  # when it was promoted (ISO 8601, UTC)
 TAG_REGRESSION = "millivid.regression"
 HIGHER_IS_BETTER = {"lpips": False, "psnr": True, "ssim": True}
 
@@ -155,7 +159,36 @@ def promote(run_id: str, group: str | None = None) -> tuple[str, str]:
         client.set_tag(previous.info.run_id, TAG_BASELINE, "false")
     client.set_tag(run_id, TAG_BASELINE, "true")
     client.set_tag(run_id, TAG_BASELINE_GROUP, group)
+    client.set_tag(run_id, TAG_BASELINE_SINCE, datetime.now(UTC).isoformat(timespec="seconds"))
     return group, run_id
+
+
+def describe_baseline(settings: PlatformSettings, run: Any) -> dict[str, Any]:
+    """What `millivid baseline show` prints: when, which numbers, and where to look."""
+    import mlflow
+
+    from millivid_platform import tracking
+
+    def iso(milliseconds: int | None) -> str | None:
+        return None if milliseconds is None else datetime.fromtimestamp(milliseconds / 1000, UTC).isoformat(timespec="seconds")
+
+    tags = run.data.tags
+    # a cached evaluate run points at the run that computed its numbers
+    source = tags.get(caching.TAG_CACHED_FROM)
+    measured = run if source is None else mlflow.MlflowClient().get_run(source)
+    return {
+        "group": tags.get(TAG_BASELINE_GROUP),
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "promoted_at": tags.get(TAG_BASELINE_SINCE),
+        "evaluated_at": iso(measured.info.end_time or measured.info.start_time),
+        "git_commit": tags.get(tracking.TAG_GIT_COMMIT),
+        "link": tracking.run_url(settings, run.info.experiment_id, run.info.run_id),
+        # the evaluation's summary numbers (per method and reference line), not its per-frame curves
+        "metrics": {key.removeprefix("summary/"): value for key, value in sorted(measured.data.metrics.items())
+                    if key.startswith("summary/")},
+        "outputs": caching.outputs_of(run),
+    }
 
 
 def evaluation_rows(outputs: dict[str, str]) -> pa.Table:

@@ -1,25 +1,35 @@
-"""Pipeline stage `report`: one HTML page for the whole run, logged to the parent MLflow run."""
+"""Pipeline stage `report`: the comparison site of this pipeline run and its baseline (the
+dashboards package), logged under `report/` on the pipeline's MLflow run (open report/index.html).
+
+The site links the very pipeline run it describes, so every pipeline run gets its own, also when
+the stage itself is cached; the stage's outputs point at the copy it first wrote under the storage
+root (the site is a few MB, mostly plotly.js: one copy in MLflow per pipeline run is enough).
+
+    publish_site(settings, pipeline_run_id, group)   # e.g. from the nightly flow, after its gate
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from millivid import storage
 from millivid.config import ExperimentConfig
-from millivid_dashboards.report import render_report
+from millivid_dashboards.collect import baseline_pipeline_run
+from millivid_dashboards.site import build_site
 from millivid_platform import tracking
+from millivid_platform.settings import PlatformSettings
 from millivid_platform.stages import PipelineContext, StageResult, StageRun, run_stage
 
-PLOTS = ("plots/consistency.png", "plots/quality.png", "plots/latent_memory.png")
+SITE_FOLDER = "report"
 
 
 def run(ctx: PipelineContext, config: ExperimentConfig, results: dict[str, Any]) -> StageResult:
-    stages = flatten(results)
-    upstream = {row.stage: row.key for row in stages}
-    result = run_stage(ctx, "report", {"name": config.name}, upstream, lambda run: report(run, ctx, config, stages))
-    if result.cached and ctx.parent_run_id:  # every pipeline run shows its report, cached or not
-        tracking.log_artifact_bytes(storage.read_bytes(result.outputs["report_uri"]), "report/index.html", ctx.parent_run_id)
+    upstream = {row.stage: row.key for row in flatten(results)}
+    result = run_stage(ctx, "report", {"name": config.name}, upstream, lambda run: report(run, ctx, config))
+    if result.cached and ctx.parent_run_id:
+        publish_site(ctx.settings, ctx.parent_run_id, config.name)
     return result
 
 
@@ -33,21 +43,34 @@ def flatten(results: dict[str, Any]) -> list[StageResult]:
     return rows
 
 
-def report(run: StageRun, ctx: PipelineContext, config: ExperimentConfig, stages: list[StageResult]) -> dict[str, str]:
-    evaluation = next((row for row in stages if row.stage == "evaluate"), None)
-    summary, images = None, {}
-    if evaluation is not None:
-        root = evaluation.outputs["evaluation_uri"]
-        summary = storage.read_json(storage.join(root, "summary.json"))
-        images = {name: storage.read_bytes(storage.join(root, name)) for name in PLOTS if storage.exists(storage.join(root, name))}
-    notes = []
-    if summary and str(summary.get("lpips_backbone", "")).endswith(":random"):
-        notes.append("LPIPS used a RANDOM backbone (pretrained AlexNet weights were not available): "
-                     "compare methods with each other, not with published LPIPS numbers.")
-    rows = [{k: v for k, v in dataclasses.asdict(row).items() if k in ("stage", "run_id", "cached", "seconds")} for row in stages]
-    page = render_report(f"MilliVid pipeline: {config.name}", rows, summary, images, notes).encode()
-    uri = run.output_uri("report.html")
-    storage.write_bytes(uri, page)
-    for target in filter(None, (run.run_id, ctx.parent_run_id)):
-        tracking.log_artifact_bytes(page, "report/index.html", target)
-    return {"report_uri": uri}
+def report(run: StageRun, ctx: PipelineContext, config: ExperimentConfig) -> dict[str, str]:
+    with tempfile.TemporaryDirectory(prefix="millivid-report-") as folder:
+        site = Path(folder)
+        publish_site(ctx.settings, ctx.parent_run_id, config.name, site)
+        uri = run.output_uri("site")
+        for path in sorted(site.rglob("*")):
+            if path.is_file():
+                storage.write_bytes(storage.join(uri, path.relative_to(site).as_posix()), path.read_bytes())
+    return {"report_uri": storage.join(uri, "index.html")}
+
+
+def publish_site(settings: PlatformSettings, pipeline_run_id: str, group: str, out: Path | None = None) -> None:
+    """Build the site of a pipeline run, with the baseline of its config `group` when there is one,
+    into `out` (a temporary folder when None), and log it under report/ on the pipeline's run."""
+    import mlflow
+
+    experiment_id = mlflow.MlflowClient().get_run(pipeline_run_id).info.experiment_id
+    baseline = baseline_pipeline_run(experiment_id, group)
+    run_ids = [pipeline_run_id] + ([baseline] if baseline and baseline != pipeline_run_id else [])
+    with tempfile.TemporaryDirectory(prefix="millivid-site-") as scratch:
+        site = out or Path(scratch)
+        baselines = frozenset([baseline]) if baseline else frozenset()
+        build_site(run_ids, site, settings, f"MilliVid · {group}", baselines)
+        log_folder(site, SITE_FOLDER, pipeline_run_id)
+
+
+def log_folder(folder: Path, artifact_path: str, run_id: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            relative = path.parent.relative_to(folder).as_posix()
+            tracking.log_artifact_file(path, artifact_path if relative == "." else f"{artifact_path}/{relative}", run_id)

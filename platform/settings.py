@@ -7,7 +7,8 @@ Standard environment variables switch each piece to a real service with no code 
     MLFLOW_TRACKING_URI   -> an MLflow server (http://...) or another store
     PREFECT_API_URL       -> a Prefect server
     RAY_ADDRESS           -> a Ray cluster (ray://... or host:port)
-    MILLIVID_STORAGE_ROOT -> any fsspec URI (s3://bucket/prefix, gs://..., memory://...)
+    MILLIVID_STORAGE_ROOT -> any fsspec URI (s3://bucket/prefix, gs://..., memory://...);
+                             an S3-compatible store other than AWS: AWS_ENDPOINT_URL (object_store.py)
     MILLIVID_WORKSPACE    -> the workspace folder (default ./workspace)
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from millivid_platform.object_store import ObjectStoreSettings, is_object_store
 
 
 class PlatformSettings(BaseSettings):
@@ -65,6 +68,15 @@ class PlatformSettings(BaseSettings):
     def uses_local_ray(self) -> bool:
         return not self.ray_address
 
+    def setup_lock(self, timeout: float = 600.0):
+        """A file lock for creating the workspace's stores (MLflow's database, Prefect's): two first
+        runs in a new workspace would otherwise both create and migrate them, and one would crash."""
+        from filelock import FileLock
+
+        locks = self.workspace / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(locks / "workspace-setup.lock"), timeout=timeout)
+
     def describe(self) -> dict[str, str]:
         return {
             "workspace": str(self.workspace),
@@ -81,6 +93,8 @@ class PlatformSettings(BaseSettings):
         Prefect reads its settings at import time. Values set by the user are kept.
         """
         os.environ.setdefault("MLFLOW_TRACKING_URI", self.resolved_tracking_uri)
+        if is_object_store(self.resolved_storage_root):
+            ObjectStoreSettings().export_environment()
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_UI_ENABLED", "false" if not self.prefect_api_url else "true")
         if not self.prefect_api_url:

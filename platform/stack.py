@@ -1,7 +1,8 @@
 """The local stack: an MLflow server, a Prefect server, a Ray head and the served deployments.
 
-Everything binds to 127.0.0.1 and keeps its data in the workspace. `up` records each process id
-in `workspace/stack/state.json`; `down` stops exactly those processes (their process groups).
+Everything binds to 127.0.0.1 (Ray too: `compute.LOOPBACK_ONLY`) and keeps its data in the
+workspace. `up` records each process id in `workspace/stack/state.json`; `down` stops exactly
+those processes (their process groups).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from millivid_platform.compute import LOOPBACK_ONLY
 from millivid_platform.settings import PlatformSettings
 
 HOST = "127.0.0.1"
+SERVED = "local"  # the name of every deployment the stack serves (`<flow>/local`, flows/serve.py)
+PROGRESS_SECONDS = 10.0  # how often `up` says it is still waiting for a service
 BIN = Path(sys.executable).parent
 
 
@@ -41,21 +45,31 @@ class Running:
     log: str
 
 
-def services(settings: PlatformSettings) -> list[Service]:
+def mlflow_service(settings: PlatformSettings, port: int | None = None, store: str | None = None) -> Service:
+    """MLflow's server over a store (default: the workspace's): the stack's, and what `millivid ui` serves.
+
+    Both kinds of runs in the workspace's store show their artifacts: embedded runs record `file://`
+    URIs in the workspace, the stack's runs `mlflow-artifacts:/` ones, which this server maps to the same folder.
+    """
     ws = settings.workspace
-    mlflow_url = f"http://{HOST}:{settings.stack_mlflow_port}"
+    port = port or settings.stack_mlflow_port
+    url = f"http://{HOST}:{port}"
+    return Service(
+        "mlflow",
+        [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(port),
+         "--backend-store-uri", store or f"sqlite:///{ws / 'mlflow.db'}",
+         "--artifacts-destination", str(ws / "mlartifacts"), "--workers", "1"],
+        url, f"{url}/health",
+        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job workers: seven idle processes
+    )
+
+
+def services(settings: PlatformSettings) -> list[Service]:
     prefect_url = f"http://{HOST}:{settings.stack_prefect_port}"
     ray_address = f"{HOST}:{settings.stack_ray_port}"
     client_env = client_environment(settings)
     return [
-        Service(
-            "mlflow",
-            [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(settings.stack_mlflow_port),
-             "--backend-store-uri", f"sqlite:///{ws / 'mlflow.db'}",
-             "--artifacts-destination", str(ws / "mlartifacts"), "--workers", "1"],
-            mlflow_url, f"{mlflow_url}/health",
-            {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job workers: seven idle processes
-        ),
+        mlflow_service(settings),
         Service(
             "prefect",
             [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(settings.stack_prefect_port)],
@@ -70,13 +84,13 @@ def services(settings: PlatformSettings) -> list[Service]:
             [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", HOST, "--port",
              str(settings.stack_ray_port), "--num-cpus", str(settings.num_cpus), "--include-dashboard", "false",
              "--disable-usage-stats"],
-            ray_address, f"tcp://{ray_address}", {"RAY_AUTH_MODE": "token"},
+            ray_address, f"tcp://{ray_address}", {"RAY_AUTH_MODE": "token", **LOOPBACK_ONLY},
         ),
         Service(
             "deployments",
             [sys.executable, "-m", "millivid_flows.serve"],
             f"{prefect_url}/deployments",
-            f"{prefect_url}/api/deployments/name/nightly-regression/nightly-regression",  # served last
+            f"{prefect_url}/api/deployments/name/nightly-regression/{SERVED}",  # served last
             client_env,
         ),
     ]
@@ -88,8 +102,9 @@ def client_environment(settings: PlatformSettings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{settings.stack_mlflow_port}",
         "PREFECT_API_URL": f"http://{HOST}:{settings.stack_prefect_port}/api",
         "RAY_ADDRESS": f"{HOST}:{settings.stack_ray_port}",
-        # Ray 2.60's GCS listens on every interface whatever --node-ip-address says: require the
-        # token (~/.ray/auth_token, created on first start) from every client.
+        # the head's processes listen on loopback only; clients of it must be in the same mode
+        **LOOPBACK_ONLY,
+        # every client shows the token (~/.ray/auth_token, created on first start)
         "RAY_AUTH_MODE": "token",
         "MILLIVID_WORKSPACE": str(settings.workspace),
     }
@@ -137,8 +152,9 @@ def up(settings: PlatformSettings, timeout: float = 180.0, echo=print) -> list[R
         entry = Running(service.name, process.pid, service.url, service.health, str(log_path))
         running.append(entry)
         write_state(settings, running)
-        wait_healthy(entry, timeout)
-        echo(f"{service.name:>12}: {service.url} (pid {process.pid})")
+        echo(f"{service.name:>12}: starting (pid {process.pid}, log {log_path})")
+        seconds = wait_healthy(entry, timeout, echo)
+        echo(f"{service.name:>12}: ready after {seconds:.0f} s at {service.url}")
     return running
 
 
@@ -215,6 +231,13 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _zombie(pid: int) -> bool:
     try:
         return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -235,13 +258,19 @@ def healthy(health: str) -> bool:
         return False
 
 
-def wait_healthy(entry: Running, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_healthy(entry: Running, timeout: float, echo=print) -> float:
+    """Wait until `entry` answers its health check, saying every PROGRESS_SECONDS that it still
+    waits; returns the seconds waited."""
+    started = time.time()
+    next_note = started + PROGRESS_SECONDS
+    while time.time() < started + timeout:
         if not alive(entry.pid):
             raise RuntimeError(f"{entry.name} exited during start-up; see {entry.log}")
         if healthy(entry.health):
-            return
+            return time.time() - started
+        if time.time() >= next_note:
+            echo(f"{entry.name:>12}: still starting after {time.time() - started:.0f} s (waiting for {entry.health})")
+            next_note += PROGRESS_SECONDS
         time.sleep(0.5)
     raise RuntimeError(f"{entry.name} not healthy after {timeout:.0f}s at {entry.health}; see {entry.log}")
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from millivid import storage
-from millivid_platform import caching, tracking
+from millivid.config import canonical_json
+from millivid_platform import caching, object_store, tracking
 from millivid_platform.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,21 @@ class PipelineContext:
     force: frozenset[str] = field(default_factory=frozenset)
     config_name: str = "default"
     deadline: float | None = None  # time.time() at which training stages pause (the time limit)
+    config: Any = None  # the pipeline's whole resolved config: every stage run shows it as params
+    run_label: str = ""  # what the pipeline runs (preset and overrides): the runs' names end with it
+    run_tags: dict[str, str] = field(default_factory=dict)  # tags every run of the pipeline carries
 
     def forced(self, stage: str) -> bool:
         return stage in self.force or stage.split(":")[0] in self.force or "all" in self.force
+
+    def run_name(self, stage: str) -> str:
+        return f"{stage} · {self.run_label}" if self.run_label else stage
+
+    def log_config(self, run_id: str, stage_config: Any) -> None:
+        """The whole config as params (what differs between two runs of a stage shows in MLflow's
+        compare view), the stage's own share of it (what its cache key hashes) as an artifact."""
+        tracking.log_config(self.config if self.config is not None else stage_config, run_id)
+        tracking.log_artifact_bytes(canonical_json(stage_config).encode(), "stage_config.json", run_id)
 
 
 @dataclass(frozen=True)
@@ -120,13 +133,15 @@ def execute(ctx: PipelineContext, stage: str, key: str, config: Any, upstream: d
             client.set_tag(run_id, "mlflow.parentRunId", ctx.parent_run_id)
     else:
         attempt = str(int(time.time())) if ctx.forced(stage) else "0"
-        tags = {caching.TAG_CACHE_KEY: key, "millivid.attempt": attempt, "millivid.upstream": json.dumps(upstream),
-                TAG_CONFIG_NAME: ctx.config_name}
-        run_id = tracking.create_run(ctx.experiment_id, stage, stage, config, ctx.parent_run_id, tags)
-        tracking.log_config(config, run_id)
+        tags = {**ctx.run_tags, caching.TAG_CACHE_KEY: key, "millivid.attempt": attempt,
+                "millivid.upstream": json.dumps(upstream), TAG_CONFIG_NAME: ctx.config_name}
+        run_id = tracking.create_run(ctx.experiment_id, ctx.run_name(stage), stage, config, ctx.parent_run_id, tags)
+        ctx.log_config(run_id, config)
+    log.info("%s: running; follow it in MLflow: %s", stage, tracking.run_url(ctx.settings, ctx.experiment_id, run_id))
     started = time.perf_counter()
     try:
-        outputs = body(StageRun(stage, key, run_id, ctx.settings, attempt, ctx.deadline))
+        with object_store.diagnosed(ctx.settings.resolved_storage_root):
+            outputs = body(StageRun(stage, key, run_id, ctx.settings, attempt, ctx.deadline))
     except StagePaused as paused:
         mark_paused(run_id, paused)
         raise
@@ -156,12 +171,14 @@ def record_cached(ctx: PipelineContext, stage: str, key: str, config: Any, sourc
 
     outputs = caching.outputs_of(source)
     tags = {
+        **ctx.run_tags,
         caching.TAG_CACHE_KEY: key,
         caching.TAG_CACHED_FROM: source.info.run_id,
         caching.TAG_OUTPUTS: json.dumps(outputs, sort_keys=True),
         TAG_CONFIG_NAME: ctx.config_name,
     }
-    run_id = tracking.create_run(ctx.experiment_id, f"{stage} (cached)", stage, config, ctx.parent_run_id, tags)
+    run_id = tracking.create_run(ctx.experiment_id, ctx.run_name(f"{stage} (cached)"), stage, config, ctx.parent_run_id, tags)
+    ctx.log_config(run_id, config)
     mlflow.MlflowClient().set_terminated(run_id, "FINISHED")
     log.info("%s: cached, reusing run %s", stage, source.info.run_id)
     return StageResult(stage, key, run_id, outputs, cached=True, seconds=0.0)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,12 @@ TAG_STAGE = "millivid.stage"
 TAG_CONFIG_HASH = "millivid.config_hash"
 TAG_CACHE_KEY = "millivid.cache_key"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_GIT_BRANCH = "mlflow.source.git.branch"
+TAG_GIT_REPO = "mlflow.source.git.repoURL"
 TAG_GIT_DIRTY = "millivid.git_dirty"
+# What MLflow's run pages and runs table show as "Source" (and beside it, as "Version", the commit)
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
 
 
 def configure(settings: PlatformSettings) -> str:
@@ -34,33 +40,41 @@ def configure(settings: PlatformSettings) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-    experiment = mlflow.get_experiment_by_name(settings.experiment)
-    if experiment is not None:
-        experiment_id = experiment.experiment_id
-    else:
-        # A server chooses its own artifact store; a database URI gets the workspace's (MLflow's
-        # default would be ./mlruns under whatever folder the process runs in).
-        embedded = not settings.resolved_tracking_uri.startswith(("http://", "https://", "databricks"))
-        location = settings.artifact_root if embedded else None
-        with contextlib.suppress(mlflow.exceptions.MlflowException):  # a concurrent creator won
-            mlflow.create_experiment(settings.experiment, artifact_location=location)
-        experiment_id = mlflow.get_experiment_by_name(settings.experiment).experiment_id
+    with settings.setup_lock():  # the first query creates and migrates an embedded database
+        experiment = mlflow.get_experiment_by_name(settings.experiment)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            # A server chooses its own artifact store; a database URI gets the workspace's (MLflow's
+            # default would be ./mlruns under whatever folder the process runs in).
+            embedded = not settings.resolved_tracking_uri.startswith(("http://", "https://", "databricks"))
+            location = settings.artifact_root if embedded else None
+            with contextlib.suppress(mlflow.exceptions.MlflowException):  # another machine's creator won
+                mlflow.create_experiment(settings.experiment, artifact_location=location)
+            experiment_id = mlflow.get_experiment_by_name(settings.experiment).experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
 
 @functools.cache
-def git_commit() -> tuple[str, bool]:
-    """The repository's HEAD commit and whether the work tree has uncommitted changes."""
+def git_state() -> dict[str, str]:
+    """The repository's HEAD commit, branch and remote, and whether the work tree has uncommitted changes.
+
+    Set explicitly: MLflow fills these in only when `__main__` is a script inside the repository.
+    """
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
 
     try:
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+        state = {TAG_GIT_COMMIT: git("rev-parse", "HEAD"), TAG_GIT_BRANCH: git("rev-parse", "--abbrev-ref", "HEAD"),
+                 TAG_GIT_DIRTY: str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()}
     except (OSError, subprocess.SubprocessError):
-        return "unknown", False
+        return {TAG_GIT_COMMIT: "unknown", TAG_GIT_DIRTY: "false"}
+    with contextlib.suppress(subprocess.SubprocessError):  # a clone without a remote has none
+        state[TAG_GIT_REPO] = re.sub(r"//[^/@]+@", "//", git("remote", "get-url", "origin"))  # no credentials
+    return state
 
 
 def package_versions() -> dict[str, str]:
@@ -74,33 +88,13 @@ def package_versions() -> dict[str, str]:
 
 
 def lineage_tags(stage: str, config: Any | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Tags every run carries: stage, git commit (set explicitly), config hash, package versions."""
-    commit, dirty = git_commit()
-    tags = {TAG_STAGE: stage, TAG_GIT_COMMIT: commit, TAG_GIT_DIRTY: str(dirty).lower()}
+    """Tags every run carries: stage, git commit, branch and remote (set explicitly), config hash, package versions."""
+    tags = {TAG_STAGE: stage, **git_state()}
     tags.update({f"millivid.version.{name}": version for name, version in package_versions().items()})
     if config is not None:
         tags[TAG_CONFIG_HASH] = config_hash(config)
     tags.update(extra or {})
     return tags
-
-
-@contextlib.contextmanager
-def start_run(
-    name: str,
-    stage: str,
-    config: Any | None = None,
-    parent_run_id: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    run_id: str | None = None,
-) -> Iterator[Any]:
-    """A (possibly nested) MLflow run with lineage tags; resumes `run_id` when given."""
-    import mlflow
-
-    all_tags = lineage_tags(stage, config, tags)
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, tags=all_tags, nested=bool(parent_run_id)) as run:
-        yield run
 
 
 def create_run(
@@ -120,10 +114,26 @@ def create_run(
     return mlflow.MlflowClient().create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
 
 
-def end_run(run_id: str, status: str = "FINISHED") -> None:
-    import mlflow
+def source_tags(name: str) -> dict[str, str]:
+    """The run's "Source" in MLflow's UI: what ran it (a Prefect flow run is a job)."""
+    return {TAG_SOURCE_NAME: name, TAG_SOURCE_TYPE: "JOB"}
 
-    mlflow.MlflowClient().set_terminated(run_id, status)
+
+def has_server(settings: PlatformSettings) -> bool:
+    return settings.resolved_tracking_uri.startswith(("http://", "https://"))
+
+
+def ui_url(settings: PlatformSettings) -> str:
+    """Where MLflow's UI for these runs is: the tracking server, else what `millivid ui` serves."""
+    if has_server(settings):
+        return settings.resolved_tracking_uri.rstrip("/")
+    return f"http://127.0.0.1:{settings.stack_mlflow_port}"
+
+
+def run_url(settings: PlatformSettings, experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    """A run's page in MLflow's UI, or one of its artifacts there."""
+    page = f"{ui_url(settings)}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{page}/artifacts/{artifact}" if artifact else page
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

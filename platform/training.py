@@ -25,6 +25,7 @@ import torch
 
 from millivid.schema import ComputeConfig, TrainConfig
 from millivid.training import Evaluation, Hooks, Task, fit, mean_across_ranks
+from millivid_platform.ray_metrics import record_progress
 from millivid_platform.stages import StagePaused
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 MARKER_KEY = "train/published_step"  # logged last with each batch: how far MLflow has the history
 TAG_TRAIN_SECONDS = "millivid.train_seconds"  # training wall time summed over every run that resumed it
+TAG_NODE_PREFIX = "millivid.ray_node.rank"  # + rank: the Ray node id that rank ran on
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,18 @@ def tag_train_seconds(job: TrainingJob, state: dict[str, Any]) -> None:
 
 
 def worker_loop(config: dict[str, Any]) -> None:
+    import ray
     import ray.train
     import ray.train.torch
 
     job: TrainingJob = config["job"]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    if job.mlflow_run_id:  # where each rank runs (the latest attempt's placement after a restart)
+        import mlflow
+
+        node = ray.get_runtime_context().get_node_id()
+        mlflow.MlflowClient(tracking_uri=job.tracking_uri).set_tag(job.mlflow_run_id, f"{TAG_NODE_PREFIX}{rank}", node)
     torch.set_num_threads(job.compute.torch_threads or max(1, int(job.compute.cpus_per_worker)))
     publisher = MetricPublisher(job.mlflow_run_id, job.tracking_uri) if rank == 0 and job.mlflow_run_id else None
     state = load_checkpoint_state(ray.train.get_checkpoint())
@@ -106,7 +114,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         precision=job.compute.precision,
         device=device,
         hooks=Hooks(
-            progress=lambda step, total, metrics: rank == 0 and log_progress(job.stage, step, total, metrics),
+            progress=lambda step, total, metrics: rank == 0 and log_progress(job.stage, step, total, metrics, job.train.batch_size),
             checkpoint=lambda step, new_state: report_checkpoint(new_state, rank, publisher),
             evaluation=lambda step, result: publisher and publisher.images(step, result),
             stop=deadline_check(job.deadline, world_size > 1),
@@ -116,6 +124,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         world_size=world_size,
         wrap=ray.train.torch.prepare_model if world_size > 1 else (lambda model: model),
         reduce=functools.partial(mean_across_ranks, device=device) if world_size > 1 else (lambda metrics: metrics),
+        compile=job.compute.compile,
     )
 
 
@@ -159,9 +168,10 @@ def true_on_any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-def log_progress(stage: str, step: int, total: int, metrics: dict[str, float]) -> None:
+def log_progress(stage: str, step: int, total: int, metrics: dict[str, float], batch_size: int) -> None:
     shown = ", ".join(f"{key.split('/')[-1]}={value:.4g}" for key, value in sorted(metrics.items()) if key.startswith("train/"))
     log.info("%s step %d/%d (%.0f%%): %s", stage, step, total, 100 * step / total, shown)
+    record_progress(stage, step, total, metrics, batch_size)  # Prometheus, for dashboards/grafana
 
 
 class MetricPublisher:

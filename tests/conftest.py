@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from millivid_platform.compute import LOOPBACK_ONLY
+
 # Tests never touch the user's ./workspace or ~/.prefect; set before anything imports Prefect.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="millivid-tests-"))
 os.environ["MILLIVID_WORKSPACE"] = str(_SESSION_DIR / "workspace")
@@ -16,10 +18,37 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("RAY_ADDRESS", None)
 os.environ.pop("PREFECT_API_URL", None)
+# Ray keeps machine-wide state in its temp folder (e.g. the record of the "current" cluster, which
+# any other cluster on the machine may have written): the tests' clusters keep theirs here.
+os.environ["RAY_TMPDIR"] = str(_SESSION_DIR)
+os.environ.update(LOOPBACK_ONLY)  # as ensure_ray does, but before any test imports ray
 # Ray workers inherit the environment of the local cluster: let them import test modules
 # (pytest imports tests/test_x.py as module `test_x`), so tasks defined in tests unpickle there.
 _TESTS = str(Path(__file__).resolve().parent)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_TESTS, os.environ.get("PYTHONPATH")) if p)
+
+
+
+def _prefect_logging_on_the_real_stderr() -> Path:
+    """Prefect's own logging.yml, its console handler writing to `sys.__stderr__`.
+
+    Prefect (re)configures logging with `stream: ext://sys.stderr`, bound to whatever sys.stderr is
+    then: inside a test using `capsys`, that test's capture, closed when it ends, so every later log
+    line of a flow fails. fd 2 is still captured by pytest per test."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.find_spec("prefect")
+    default = Path(spec.origin).parent / "logging" / "logging.yml"
+    config = yaml.safe_load(default.read_text())
+    config["handlers"]["console"]["stream"] = "ext://sys.__stderr__"
+    path = _SESSION_DIR / "prefect-logging.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(_prefect_logging_on_the_real_stderr())
 
 
 @pytest.fixture
@@ -67,3 +96,21 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# Screenshots and other files a person looks at after the run: MILLIVID_TEST_ARTIFACTS or a folder
+# of the session's; the summary at the end of the run names it.
+TEST_ARTIFACTS = Path(os.environ.get("MILLIVID_TEST_ARTIFACTS") or _SESSION_DIR / "artifacts")
+
+
+@pytest.fixture
+def test_artifacts(request: pytest.FixtureRequest) -> Path:
+    """This test's folder of kept files (screenshots), under TEST_ARTIFACTS."""
+    folder = TEST_ARTIFACTS / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TEST_ARTIFACTS.is_dir() and any(TEST_ARTIFACTS.rglob("*.png")):
+        terminalreporter.write_line(f"test artifacts (screenshots): {TEST_ARTIFACTS}")

@@ -33,6 +33,14 @@ def test_console_script_help():
     assert "doctor" in out.stdout
 
 
+def test_module_entry_point_reports_command_errors_without_a_traceback(tmp_path):
+    """`python -m` runs cli.py as a second module: its errors must still be the commands' errors."""
+    result = subprocess.run([sys.executable, "-m", "millivid_platform.cli", "data", "info", str(tmp_path / "nothing")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / 'nothing'}: no manifest.json")
+
+
 def test_doctor_json(capsys, workspace):
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -98,4 +106,4 @@ def test_bench_gpu_quick_checks_cuda_or_says_it_skipped(capsys):
         assert result["nccl"]["backend"] == "nccl" and result["nccl"]["ddp_losses_finite"]
         assert result["nccl"]["all_reduce"] == [1.5, 2.5]
     else:
-        assert result == {"benchmark": "gpu", "cuda": False, "skipped": "torch sees no CUDA device"}
+        assert result == {"benchmark": "gpu", "cuda": False, "preset": "cpu", "skipped": "torch sees no CUDA device"}

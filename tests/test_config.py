@@ -94,11 +94,16 @@ def test_dump_round_trips(tmp_path):
 
 
 def test_behaviour_mix_defaults_to_the_mixed_weights_and_lists_every_behaviour():
-    assert load_config("smoke").data.mix == MIXED_WEIGHTS
+    assert load_config("paper").data.mix == MIXED_WEIGHTS
+    assert load_config("smoke", ["data.mix=null"]).data.mix == MIXED_WEIGHTS
     spin_only = load_config("smoke", ["data.mix={spin: 2}"])
     assert spin_only.data.mix == {"return": 0.0, "revisit": 0.0, "spin": 2.0, "wander": 0.0}
     assert config_hash(spin_only) == config_hash(load_config("smoke", ["data.mix={wander: 0, spin: 2}"]))
-    assert load_config("smoke", ["data.policy=spin"]).data.mix == MIXED_WEIGHTS
+    assert load_config("paper", ["data.policy=spin"]).data.mix == MIXED_WEIGHTS
+    # a preset's own mix must be cleared to switch policy: it would not be used
+    with pytest.raises(ConfigError, match="data.mix=null"):
+        load_config("smoke", ["data.policy=spin"])
+    assert load_config("smoke", ["data.policy=spin", "data.mix=null"]).data.policy == "spin"
 
 
 @pytest.mark.parametrize(
@@ -167,3 +172,26 @@ def test_schedules_are_built_once():
     config = load_config("smoke")
     assert config.schedules is config.schedules
     assert config.schedules["millivid"].name == "millivid"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["data.split.val=0.6", "data.split.test=0.6"], "field 'data.split'"),
+        (["data.split.val=0.5", "data.split.test=0.5"], "leaves no episodes to train on"),
+        (["eval.fvd_chunk=20"], "eval.fvd_chunk / eval.rollout"),
+        (["compute.workers=5"], "diffusion.train.batch_size / compute.workers"),
+        (["compute.workers=10", "diffusion.train.batch_size=16"], "autoencoder.train.batch_size / compute.workers"),
+        (["data.source=import"], "data.import_uri: required"),
+    ],
+)
+def test_settings_that_cannot_work_are_rejected_at_load_naming_the_field(overrides, named):
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", overrides)
+    assert named in str(info.value)
+
+
+def test_compute_max_failures_defaults_to_two_and_stays_out_of_cache_keys():
+    config = load_config("smoke", ["compute.max_failures=0"])
+    assert load_config("smoke").compute.max_failures == 2
+    assert config.compute.result_fields() == load_config("smoke").compute.result_fields()

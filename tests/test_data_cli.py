@@ -74,8 +74,38 @@ def test_import_command(tmp_path, capsys):
     out = str(tmp_path / "ds")
     assert main(["data", "import", str(tmp_path / "src"), "--out", out, "--size", "16", "--action-map", "3:1,4:2"]) == 0
     np.testing.assert_array_equal(open_dataset(out).read("a")["actions"], [1, 1, 2, 2, 0, 0])
-    assert main(["data", "import", str(tmp_path / "src"), "--out", out]) == 1
+    assert main(["data", "import", str(tmp_path / "src"), "--out", out, "--overwrite"]) == 1
     assert "unknown action ids [3, 4]" in capsys.readouterr().err
+
+
+def test_import_and_render_never_replace_a_dataset_unasked(rendered, tmp_path, capsys):
+    buffer = io.BytesIO()
+    np.savez(buffer, video=np.full((6, 16, 16, 3), 9, np.uint8), actions=np.zeros(6, int))
+    storage.write_bytes(str(tmp_path / "src" / "b.npz"), buffer.getvalue())
+    before = open_dataset(rendered).episodes()
+    for command in (["data", "import", str(tmp_path / "src"), "--out", rendered],
+                    ["data", "render", "--out", rendered, "--episodes", "1", "--frames", "4", "--size", "16"]):
+        assert main(command) == 1
+        assert f"{rendered}: already holds a dataset; pass --overwrite" in capsys.readouterr().err
+        assert open_dataset(rendered).episodes() == before
+    assert main(["data", "import", str(tmp_path / "src"), "--out", rendered, "--overwrite"]) == 0
+    assert open_dataset(rendered).episodes() == ["b"]
+
+
+@pytest.mark.parametrize("flags", [["--val", "0.6", "--test", "0.6"], ["--val", "-0.1"]])
+def test_impossible_split_flags_are_rejected_naming_them(tmp_path, capsys, flags):
+    assert main(["data", "import", str(tmp_path), "--out", str(tmp_path / "ds"), *flags]) == 2
+    assert "error: --val" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_preview_and_reads_catch_a_damaged_shard(rendered, tmp_path, capsys):
+    shard = storage.join(rendered, open_dataset(rendered).manifest.shards[0].path)
+    data = bytearray(storage.read_bytes(shard))
+    data[len(data) // 2] ^= 1
+    storage.write_bytes(shard, bytes(data))
+    assert main(["data", "preview", rendered, "--out", str(tmp_path / "x.png")]) == 1
+    assert f"error: {shard}: checksum mismatch" in capsys.readouterr().err
 
 
 def test_info_on_a_missing_dataset(tmp_path, capsys):

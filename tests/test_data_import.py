@@ -140,3 +140,83 @@ def test_parse_action_map():
     assert parse_action_map("") == {}
     with pytest.raises(DataError, match="'3-0'"):
         parse_action_map("3-0")
+
+
+def test_every_skipped_file_is_reported(source, tmp_path, caplog):
+    write_npz(storage.join(source, "a.npz"), video=smooth_video(0, 6, 16), actions=np.zeros(6, int))
+    storage.write_bytes(storage.join(source, "notes.txt"), b"camera log")
+    storage.write_bytes(storage.join(source, "b.avi"), b"\x00")
+    with caplog.at_level("WARNING", logger="millivid.data.importers"):
+        manifest = import_dataset(source, str(tmp_path / "ds"))
+    skipped = manifest.meta["skipped_files"]
+    assert sorted(name.rsplit("/", 1)[-1] for name in skipped) == ["b.avi", "notes.txt"]
+    assert all(reason == "neither NAME.npz nor NAME.mp4" for reason in skipped.values())
+    assert all(any(name in record.getMessage() and "skipped" in record.getMessage() for record in caplog.records) for name in skipped)
+
+
+def test_an_episode_with_two_videos_is_refused(tmp_path):
+    write_npz(str(tmp_path / "src" / "e.npz"), video=smooth_video(0, 6, 16), actions=np.zeros(6, int))
+    storage.write_bytes(str(tmp_path / "src" / "e.mp4"), video_bytes(smooth_video(1, 6, 16), ".mp4"))
+    with pytest.raises(DataError, match=r"e\.npz: holds a 'video' array and .*e\.mp4 is next to it: .* ambiguous"):
+        import_dataset(str(tmp_path / "src"), str(tmp_path / "ds"))
+
+
+def test_infinite_poses_are_rejected_naming_the_file(tmp_path):
+    poses = np.zeros((10, 5))
+    poses[4, 1] = np.inf
+    write_npz(str(tmp_path / "src" / "far.npz"), video=smooth_video(0, 10, 16), actions=np.zeros(10, int), poses=poses)
+    with pytest.raises(DataError, match=r"far\.npz: poses of 1 frame\(s\) are infinite \(first: frame 4\)"):
+        import_dataset(str(tmp_path / "src"), str(tmp_path / "ds"))
+
+
+def test_partly_unknown_poses_are_counted_and_warned_about(tmp_path, caplog):
+    poses = np.random.default_rng(0).normal(size=(10, 5))
+    poses[[2, 3, 7], 0] = np.nan
+    write_npz(str(tmp_path / "src" / "some.npz"), video=smooth_video(0, 10, 16), actions=np.zeros(10, int), poses=poses)
+    write_npz(str(tmp_path / "src" / "none.npz"), video=smooth_video(1, 6, 16), actions=np.zeros(6, int))
+    with caplog.at_level("WARNING", logger="millivid.data.importers"):
+        manifest = import_dataset(str(tmp_path / "src"), str(tmp_path / "ds"))
+    assert manifest.pose_known and manifest.pose_unknown_frames == 3 + 6
+    assert any("9 of 16 frames have no known camera pose" in record.getMessage() for record in caplog.records)
+
+
+def test_an_empty_split_is_warned_about(tmp_path, caplog):
+    write_npz(str(tmp_path / "src" / "only.npz"), video=smooth_video(0, 6, 16), actions=np.zeros(6, int))
+    with caplog.at_level("WARNING", logger="millivid.data.importers"):
+        manifest = import_dataset(str(tmp_path / "src"), str(tmp_path / "ds"))
+    assert manifest.counts["val"] == manifest.counts["test"] == 0
+    assert any("the val and test split(s) came out empty" in record.getMessage() for record in caplog.records)
+
+
+def test_replacing_a_dataset_keeps_the_old_one_readable_until_the_new_one_is_complete(tmp_path):
+    out = str(tmp_path / "ds")
+    write_npz(str(tmp_path / "a" / "old.npz"), video=smooth_video(0, 6, 16), actions=np.zeros(6, int))
+    import_dataset(str(tmp_path / "a"), out)
+    for name in ("new-1", "new-2"):
+        write_npz(str(tmp_path / "b" / f"{name}.npz"), video=smooth_video(1, 8, 16), actions=np.ones(8, int))
+    seen_while_importing = []
+    import_dataset(str(tmp_path / "b"), out, progress=lambda done, total: seen_while_importing.append(
+        (open_dataset(out).episodes(), open_dataset(out).read("old")["frames"].shape)))
+    assert seen_while_importing == [(["old"], (6, 16, 16, 3))] * 2
+    assert open_dataset(out).episodes() == ["new-1", "new-2"]
+
+
+def test_the_data_stage_skips_the_path_of_an_episode_imported_without_poses(tmp_path, mlflow_store, settings, caplog):
+    """The previewed (first test) episode has no poses while another has: no path picture, no failure."""
+    import mlflow
+
+    from millivid.data.config import DataConfig
+    from millivid_platform import data_stage, tracking
+    from millivid_platform.stages import StageRun
+
+    source = tmp_path / "src"
+    write_npz(str(source / "b-with.npz"), video=smooth_video(0, 6, 16), actions=np.zeros(6, int), poses=np.zeros((6, 5)))
+    write_npz(str(source / "a-without.npz"), video=smooth_video(1, 6, 16), actions=np.zeros(6, int))
+    cfg = DataConfig(source="import", import_uri=str(source), size=16, split={"val": 0, "test": 0.5})
+    run_id = tracking.create_run(mlflow_store, "data", "data")
+    with caplog.at_level("WARNING", logger="millivid_platform.data_stage"):
+        outputs = data_stage.prepare(StageRun("data", "key", run_id, settings, "0"), cfg)
+    assert open_dataset(outputs["dataset_uri"]).episodes("test") == ["a-without"]
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "dataset")}
+    assert {"dataset/preview.png", "dataset/preview.gif"} <= logged and "dataset/path.png" not in logged
+    assert any("no path.png" in record.getMessage() for record in caplog.records)

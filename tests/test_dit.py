@@ -116,7 +116,11 @@ def test_width_must_split_into_heads():
 def test_rollout_model_file_round_trip_and_retired_format(tmp_path):
     import io
 
-    from millivid.diffusion.checkpoint import RolloutModelInfo, load_rollout_model, save_rollout_model
+    from millivid.diffusion.checkpoint import (
+        RolloutModelInfo,
+        load_rollout_model,
+        save_rollout_model,
+    )
 
     info = RolloutModelInfo(method="millivid", schedule_config={"kind": "millivid", "windows": [1, 4, 16], "extra_budget": 4},
                             model=DiTConfig(width=16, depth=1, heads=2), tokens_per_level=TOKENS, channels=CHANNELS,

@@ -118,3 +118,28 @@ def test_fit_trains_evaluates_and_checkpoints_loadable_with_weights_only():
     model.load_state_dict(restored["model"])
     again = work.evaluate(model, torch.device("cpu")).metrics
     assert again["loss"] == pytest.approx(result.metrics["loss"], rel=1e-2)  # fixed held-out clips, times and noise
+
+
+def test_activation_checkpointing_changes_memory_not_results():
+    plain, checkpointed = task(), task(activation_checkpointing=True)
+    batch = plain.batch(1, 0, 1, torch.device("cpu"))
+    results = []
+    for work in (plain, checkpointed):
+        torch.manual_seed(0)
+        model = work.build_model()
+        loss, _ = work.loss(model, batch, torch.Generator().manual_seed(3))
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert checkpointed.build_model().checkpoint_blocks and not plain.build_model().checkpoint_blocks
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(results[0][1], results[1][1], strict=True))
+
+
+@pytest.mark.slow
+def test_fit_with_torch_compile_checkpoints_the_plain_weights():
+    """torch.compile (inductor on CPU) trains; checkpoints and the returned model are the plain module."""
+    states = []
+    cfg = TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=1, eval_every=10, checkpoint_every=2)
+    model = fit(task(), cfg, hooks=Hooks(checkpoint=lambda step, state: states.append(state)), precision="fp32", compile=True)
+    assert type(model).__name__ == "DiT" and not any(key.startswith("_orig_mod") for key in states[-1]["model"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())

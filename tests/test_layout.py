@@ -25,9 +25,10 @@ def test_stdlib_platform_wins_from_repo_root():
     assert ours.startswith(str(ROOT / "platform"))
 
 
-def test_science_package_imports_no_platform_libraries():
+def platform_imports(paths) -> list[str]:
+    """'file: module' for every import of a FORBIDDEN_IN_SCIENCE module in `paths`."""
     offenders = []
-    for path in (ROOT / "millivid").rglob("*.py"):
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):
@@ -35,7 +36,16 @@ def test_science_package_imports_no_platform_libraries():
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in FORBIDDEN_IN_SCIENCE]
-    assert offenders == []
+    return offenders
+
+
+def test_science_package_imports_no_platform_libraries():
+    assert platform_imports((ROOT / "millivid").rglob("*.py")) == []
+
+
+def test_headline_bench_imports_no_platform_libraries():
+    """It runs on a bare GPU machine (tests/test_bench_headline.py also checks what running it imports)."""
+    assert platform_imports([ROOT / "bench" / "headline.py", ROOT / "bench" / "gpu.py"]) == []
 
 
 def test_every_package_folder_is_listed_in_pyproject():

@@ -27,12 +27,31 @@ def pipeline_workspace(tmp_path_factory, ray_session, prefect_harness):
         yield folder
 
 
-def run_pipeline(overrides=(), force=(), until="report"):
+def run_pipeline(overrides=(), force=(), until="report", return_state=False):
     from millivid_flows import pipeline as flows
     from millivid_platform.pipeline import PipelineParams
 
     flow = {"report": flows.pipeline, "evaluate": flows.evaluate, "autoencoder": flows.train_autoencoder, "data": flows.prepare_data}[until]
-    return flow(PipelineParams(preset="smoke", overrides=list(overrides), force=list(force)))
+    return flow(PipelineParams(preset="smoke", overrides=list(overrides), force=list(force)), return_state=return_state)
+
+
+def prefect_run_page(flow_run_id) -> tuple[str, list[str], dict[str, str]]:
+    """What the Prefect UI shows of a flow run: its name, its log lines, its artifacts (key -> markdown)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs go to the API in batches
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(flow_run_id).name
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return name, [log.message for log in logs], {artifact.key: artifact.data for artifact in artifacts}
 
 
 def nested_runs(parent_run_id: str) -> dict[str, object]:
@@ -47,15 +66,43 @@ def nested_runs(parent_run_id: str) -> dict[str, object]:
 def test_smoke_pipeline_end_to_end(pipeline_workspace):
     import mlflow
 
-    results = run_pipeline()
+    state = run_pipeline(return_state=True)
+    results = state.result()
     parent = mlflow.MlflowClient().get_run(results["pipeline_run_id"])
     assert parent.info.status == "FINISHED"
-    for tag in ("mlflow.source.git.commit", "millivid.config_hash", "millivid.version.torch", "millivid.prefect_flow_run"):
+    for tag in ("mlflow.source.git.commit", "mlflow.source.git.branch", "millivid.config_hash", "millivid.version.torch",
+                "millivid.prefect_flow_run"):
         assert parent.data.tags[tag]
     children = nested_runs(results["pipeline_run_id"])
     assert set(children) == STAGES
     assert all(run.info.status == "FINISHED" for run in children.values())
     assert all("millivid.cached_from" not in run.data.tags for run in children.values())
+
+    # MLflow: names after what ran, the source MLflow shows, the whole config on every run, headline numbers on the parent
+    assert parent.info.run_name == "pipeline · smoke"
+    assert children["evaluate"].info.run_name == "evaluate · smoke"
+    for run in (parent, *children.values()):
+        assert run.data.tags["mlflow.source.name"] == "pipeline" and run.data.tags["mlflow.source.type"] == "JOB"
+        assert {"eval.bootstrap", "data.size", "diffusion.train.steps", "autoencoder.model.width"} <= set(run.data.params)
+    assert children["data"].data.params["eval.bootstrap"] == "50"  # the pipeline's config, not only the stage's share
+    client = mlflow.MlflowClient()
+    assert "stage_config.json" in {a.path for a in client.list_artifacts(children["data"].info.run_id)}
+    for method in ("millivid", "full_res", "framepack"):
+        assert {f"lpips_last_half/{method}", f"psnr_last_half/{method}", f"ssim_last_half/{method}"} <= set(parent.data.metrics)
+    assert parent.data.metrics["headline_holds"] in (0.0, 1.0)
+    assert results["metrics"] == {key: value for key, value in parent.data.metrics.items() if key in results["metrics"]}
+
+    # Prefect: the flow run named after what it ran, the project's lines in its logs, a summary with MLflow links
+    name, logs, artifacts = prefect_run_page(state.state_details.flow_run_id)
+    assert name == "smoke"
+    text = "\n".join(logs)
+    assert "data: running; follow it in MLflow: http://127.0.0.1:" in text
+    assert "autoencoder: done in" in text and f"/runs/{children['autoencoder'].info.run_id}" in text
+    assert "evaluate: " in text and "pipeline smoke: config" in text
+    summary = artifacts["pipeline-smoke-summary"]
+    assert summary.startswith("# pipeline · smoke")
+    assert all(f"/runs/{run.info.run_id})" in summary for run in children.values())
+    assert "lpips_last_half" in summary and "| millivid |" in summary and "report" in summary
     # stages hand each other URIs under the storage root, and log what they made
     assert results["encode"].outputs["latents_uri"].startswith(str(pipeline_workspace))
     client = mlflow.MlflowClient()
@@ -63,7 +110,7 @@ def test_smoke_pipeline_end_to_end(pipeline_workspace):
     assert {"evaluation/summary.json", "evaluation/rows.parquet", "evaluation/plots"} <= evaluate_artifacts
     assert client.get_metric_history(children["evaluate"].info.run_id, "lpips/millivid")
     assert children["evaluate"].data.tags["millivid.headline"] in ("holds", "does not hold")
-    assert [a.path for a in client.list_artifacts(results["pipeline_run_id"], "report")] == ["report/index.html"]
+    assert "report/index.html" in {a.path for a in client.list_artifacts(results["pipeline_run_id"], "report")}  # the site
     assert children["data"].inputs.dataset_inputs  # the dataset is an MLflow input
 
 
@@ -84,6 +131,52 @@ def test_changing_one_stage_reruns_it_and_later_stages_only(pipeline_workspace):
     children = nested_runs(results["pipeline_run_id"])
     rerun = {stage for stage, run in children.items() if "millivid.cached_from" not in run.data.tags}
     assert rerun == {"diffusion:full_res", "evaluate", "report"}
+
+
+def test_millivid_ui_serves_the_workspace_and_the_compare_view_shows_cause_and_effect(pipeline_workspace, test_artifacts):
+    """`millivid ui` over the embedded workspace serves artifacts; MLflow's compare view of two
+    pipeline runs shows the override that differs (a param) and what it changed (metrics) on one screen."""
+    import json
+    import re
+
+    import mlflow
+    from services import browser_page, fetch, free_port, hide_mlflow_assistant, millivid_ui
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("millivid").experiment_id
+
+    def latest(name: str):
+        return client.search_runs([experiment], f"attributes.run_name = '{name}'", order_by=["attributes.start_time DESC"])[0]
+
+    changed_name = "pipeline · smoke diffusion.methods.full_res.frames=2"  # made by the test before
+    base, changed = latest("pipeline · smoke").info.run_id, latest(changed_name).info.run_id
+    with millivid_ui(dict(os.environ), free_port()) as url:
+        report = fetch(f"{url}/get-artifact?path=report/index.html&run_uuid={changed}")
+        assert b"<html" in report.lower()
+        with browser_page() as page:
+            page.goto(f"{url}/#/experiments/{experiment}/runs")
+            page.get_by_text(changed_name).first.wait_for()
+            hide_mlflow_assistant(page)
+            page.screenshot(path=test_artifacts / "mlflow-runs.png")
+
+            page.goto(f"{url}/#/compare-runs?runs={json.dumps([base, changed])}&experiments={json.dumps([experiment])}")
+            page.get_by_text(changed_name).wait_for()
+            hide_mlflow_assistant(page)
+            page.screenshot(path=test_artifacts / "mlflow-compare-plot.png")  # MLflow plots the differing param against a metric
+            page.get_by_role("switch", name="Parameters - Show diff only").click()
+            page.get_by_role("switch", name="Metrics - Show diff only").click()
+            cause = page.locator("th", has_text=re.compile(r"^diffusion\.methods\.full_res\.frames$"))
+            effect = page.get_by_text("lpips_last_half/full_res", exact=True)  # with "diff only": it changed
+            cause.wait_for()
+            effect.wait_for()
+            assert page.locator("th", has_text=re.compile(r"^eval\.bootstrap$")).count() == 0  # the same in both
+            assert page.get_by_role("link", name="lpips_last_half/millivid").count() == 0  # millivid's model is cached
+            page.get_by_role("button", name="Parameters").evaluate("section => section.scrollIntoView({block: 'start'})")
+            page.screenshot(path=test_artifacts / "mlflow-compare-cause-and-effect.png")
+            for element in (cause, effect):  # both on the one screen
+                box = element.bounding_box()
+                assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= page.viewport_size["height"], box
+            assert cause.locator("xpath=..").inner_text().split() == ["diffusion.methods.full_res.frames", "7", "2"]
 
 
 def test_force_redoes_a_stage(pipeline_workspace):
@@ -191,10 +284,20 @@ def test_nightly_regression_passes_on_equal_and_fails_on_worse(pipeline_workspac
     equal = nightly_regression(RegressionParams(preset="smoke"))
     assert equal["status"] == "passed"
 
-    # a deliberately worse model: the diffusion models barely trained
-    worse = RegressionParams(preset="smoke", overrides=["diffusion.train.steps=1", "diffusion.train.warmup_steps=0"])
-    with pytest.raises(regression.RegressionError, match="worse by"):
-        nightly_regression(worse)
+    # a deliberately worse pipeline: an autoencoder trained for one step (the smoke preset's diffusion
+    # models are so small that one step of theirs is not measurably worse than twenty)
+    worse = RegressionParams(preset="smoke", overrides=["autoencoder.train.steps=1", "autoencoder.train.warmup_steps=0"])
+    state = nightly_regression(worse, return_state=True)
+    assert state.is_failed() and state.message.startswith("regression: ") and "worse by" in state.message
+    with pytest.raises(regression.RegressionError, match="worse by"):  # called as a function, it raises
+        state.result()
+    name, logs, artifacts = prefect_run_page(state.state_details.flow_run_id)
+    assert name == "smoke autoencoder.train.steps=1 autoencoder.train.warmup_steps=0"
+    assert not any("Traceback" in line for line in logs), logs  # an expected failure, not a crash
+    assert any(line.startswith("nightly regression: failed: ") for line in logs)
+    table = artifacts["regression-smoke"]
+    assert table.startswith("# Nightly regression · smoke: failed")
+    assert "| millivid | lpips |" in table and "**yes**" in table
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("millivid").experiment_id
     failed = client.search_runs([experiment], f"tags.`{regression.TAG_REGRESSION}` = 'failed'")
@@ -265,7 +368,7 @@ def test_ae_eval_cli_compares_variants_level_by_level(pipeline_workspace, capsys
     figure = tmp_path / "levels.png"
     assert main(["ae", "eval", "--config", "smoke", "--frames", "16", "--figure", str(figure), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [row["tokens"] for row in out["levels"]] == [64, 16, 4]
+    assert [row["tokens"] for row in out["levels"]] == [16, 4, 1]  # the smoke preset: 32x32 frames, patch 8
     assert {"hierarchical", "downscaled"} <= set(out["levels"][0])
     assert out["levels"][2]["psnr_difference"]["examples"] == 16
     assert figure.read_bytes()[:4] == b"\x89PNG"
@@ -286,7 +389,23 @@ def test_how_the_downscaled_variant_trains_is_no_part_of_the_hierarchical_cache_
 
 
 def test_baseline_cli(pipeline_workspace, capsys):
+    import json
+
     from millivid_platform.cli import main
 
     assert main(["baseline", "promote", "f" * 32]) == 1
     assert "error" in capsys.readouterr().err
+
+    evaluation = run_pipeline(until="evaluate")["evaluate"]
+    assert main(["baseline", "promote", evaluation.run_id]) == 0
+    capsys.readouterr()
+    assert main(["baseline", "show", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run_id"] == evaluation.run_id and shown["group"] == "smoke"
+    assert shown["promoted_at"] and shown["evaluated_at"] and shown["git_commit"]
+    assert shown["link"].startswith("http://127.0.0.1:") and shown["link"].endswith(f"/runs/{evaluation.run_id}")
+    assert {"millivid/lpips_last_half", "full_res/psnr_last_half", "random_frames/lpips_last_half"} <= set(shown["metrics"])
+    assert main(["baseline", "show"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"baseline of 'smoke': evaluate run {evaluation.run_id} (evaluate · smoke)"
+    assert any(line.split()[0] == "millivid/lpips_last_half" for line in lines[3:])

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import descendants
 from torch import nn
 
 from millivid.schema import ComputeConfig, TrainConfig
 from millivid.training import Evaluation, Hooks, fit, learning_rate
+from millivid_platform.stack import command_line
 
 TARGET = torch.tensor([[1.5, -2.0, 0.5]])
 
@@ -247,3 +249,40 @@ def test_mean_across_ranks_averages_every_metric_over_the_group():
         results = manager.dict()
         mp.spawn(_mean_on_rank, args=(port, results), nprocs=2)
         assert dict(results) == {0: {"loss": 0.5, "lr": 0.5}, 1: {"loss": 0.5, "lr": 0.5}}
+
+
+def train_workers() -> list[int]:
+    """This test process's Ray Train worker processes (its local cluster's; nobody else's)."""
+    return [pid for pid in descendants(os.getpid()) if command_line(pid).startswith("ray::RayTrainWorker")]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_training_finishes_in_the_same_run(ray_session, mlflow_store, settings, tmp_path):
+    """SIGKILL one Ray Train worker mid-run: Ray Train restarts the group from the last checkpoint
+    (compute.max_failures, default 2) and every step is logged once in the same MLflow run."""
+    import threading
+
+    from millivid_platform import tracking
+    from millivid_platform.training import run_training
+
+    uri = settings.resolved_tracking_uri
+    run_id = tracking.create_run(mlflow_store, "toy-worker-kill", "toy")
+    killed: list[int] = []
+
+    def kill_a_worker_after_step_20() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            workers = train_workers()
+            if workers and max(metric_steps(uri, run_id, "train/published_step"), default=0) >= 20:
+                os.kill(workers[0], signal.SIGKILL)
+                killed.append(workers[0])
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_worker_after_step_20, daemon=True)
+    killer.start()
+    result = run_training(make_job(str(tmp_path / "ckpt"), run_id, uri, steps=100, name="toy-worker-kill", step_delay=0.1))
+    killer.join(timeout=5)
+    assert killed, "no worker was killed: training ended first"
+    assert result.state["step"] == 100
+    assert metric_steps(uri, run_id, "train/loss") == list(range(10, 101, 10))

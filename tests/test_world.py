@@ -1,5 +1,8 @@
 import hashlib
 import math
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,13 +13,14 @@ from millivid.data.clips import ClipLoader
 from millivid.data.config import DataConfig
 from millivid.data.generate import render_dataset, render_episode
 from millivid.data.store import open_dataset
-from millivid.pose import PITCH, YAW, X, Y, Z
+from millivid.pose import PITCH, YAW, X, Y, Z, camera_pose
 from millivid.world.agent import FORWARD, LEFT, RIGHT, Body, Walker
 from millivid.world.blocks import WOOL_COLOURS, Block
 from millivid.world.config import WorldConfig
 from millivid.world.policies import MIXED_WEIGHTS, Pilot, trajectory
 from millivid.world.render import Scene, render
 from millivid.world.terrain import World, generate
+from millivid_bench.render import tree_cpu_seconds, vizdoom_speed
 
 
 def small(**changes) -> DataConfig:
@@ -84,6 +88,65 @@ def test_render_refuses_a_pitch_other_than_the_worlds():
         render(scene, tilted, cfg.size)
     with pytest.raises(ValueError, match=r"\(t 5\)"):
         render(scene, episode["pose"][:, :3], cfg.size)
+    unknown = episode["pose"].copy()
+    unknown[1, X] = np.nan
+    with pytest.raises(ValueError, match="must be finite"):
+        render(scene, unknown, cfg.size)
+
+
+def scattered_poses(cfg: WorldConfig, count: int, spread: float, seed: int) -> np.ndarray:
+    """Cameras anywhere (far outside the map's first copy, so cells wrap), some inside columns,
+    some exactly on cell corners or looking along the axes."""
+    rng = np.random.default_rng(seed)
+    x, z = rng.uniform(-spread, spread, (2, count))
+    x[:4], z[:4] = np.round(x[:4]), np.round(z[:4])
+    yaw = rng.uniform(-8, 8, count)
+    yaw[:8] = np.arange(8) * math.pi / 4
+    return camera_pose(x, rng.uniform(1, 20, count), z, yaw, math.radians(cfg.pitch_degrees))
+
+
+# sha256 prefixes of the frames the numpy renderer drew (commit eca21ad) before the numba one
+# replaced it: the compiled renderer must draw every pixel the same.
+NUMPY_RENDERER_FRAMES = {
+    ("default", 16): "80f32279204ab00a",
+    ("default", 32): "26a6f6f863e8ac05",
+    ("default", 64): "45002655af5beff1",
+    ("default", 128): "fb583ca910328cd8",
+    ("wrapping", 24): "18174ab89ed7feaa",
+    ("wrapping", 64): "7126b7e2d958d912",
+}
+RENDER_CASES = {  # world config, world seed, chunk
+    "default": ({}, [0, 0], 32),
+    "wrapping": ({"map_size": 16, "view_distance": 40.0, "fov_degrees": 100.0, "pitch_degrees": 20.0}, [3, 1], 7),
+}
+
+
+@pytest.mark.parametrize(("case", "size"), list(NUMPY_RENDERER_FRAMES))
+def test_frames_are_the_numpy_renderers_bit_for_bit(case, size):
+    changes, seed, chunk = RENDER_CASES[case]
+    cfg = WorldConfig(**changes)
+    frames = render(Scene(generate(seed, cfg), cfg), scattered_poses(cfg, 40, 300.0, seed=size), size, chunk=chunk)
+    assert hashlib.sha256(frames.tobytes()).hexdigest()[:16] == NUMPY_RENDERER_FRAMES[case, size]
+
+
+def test_render_benchmark_says_when_vizdoom_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vizdoom", None)  # `import vizdoom` raises ImportError
+    assert vizdoom_speed(frames=10, repeats=1) == {"skipped": "not installed"}
+
+
+def test_render_benchmark_counts_the_cpu_time_of_child_processes():
+    # ViZDoom's engine runs in a child process: its CPU time must count as the benchmark's
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(60)"
+    tree, own = tree_cpu_seconds(), time.process_time()
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        deadline = time.monotonic() + 60
+        while tree_cpu_seconds() - tree - (time.process_time() - own) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert tree_cpu_seconds() - tree - (time.process_time() - own) >= 0.3
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_actions_and_poses_are_valid():

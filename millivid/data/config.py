@@ -22,6 +22,13 @@ class SplitConfig(Frozen):
     test: float = Field(0.2, ge=0, lt=1, description="fraction of episodes for test")
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _leaves_training_episodes(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError(f"val {self.val:g} + test {self.test:g} = {self.val + self.test:g} leaves no episodes to train on; "
+                             "the two must add up to less than 1")
+        return self
+
 
 class DataConfig(Frozen):
     source: Literal["world", "import"] = Field("world", description="render the built-in world or import SRC")
@@ -40,7 +47,8 @@ class DataConfig(Frozen):
     )
     mix: dict[Behaviour, Weight] = Field(
         default_factory=lambda: dict(MIXED_WEIGHTS),
-        description="relative weights of the behaviours policy=mixed draws (left out: 0); only with policy=mixed",
+        description="relative weights of the behaviours policy=mixed draws (left out: 0); only with policy=mixed; "
+        "null: the default weights",
     )
     world: WorldConfig = WorldConfig()
 
@@ -51,6 +59,11 @@ class DataConfig(Frozen):
             raise ValueError(f"must be a power of two (e.g. 32, 64, 128), got {size}")
         return size
 
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, mix: object) -> object:
+        return dict(MIXED_WEIGHTS) if mix is None else mix
+
     @field_validator("mix")
     @classmethod
     def _some_behaviour(cls, mix: dict[str, float]) -> dict[str, float]:
@@ -59,10 +72,16 @@ class DataConfig(Frozen):
         return {name: mix.get(name, 0.0) for name in BEHAVIOURS}
 
     @model_validator(mode="after")
+    def _import_has_a_source(self) -> DataConfig:
+        if self.source == "import" and not self.import_uri:
+            raise ValueError("data.import_uri: required when data.source is 'import' (the folder or URI of the episodes)")
+        return self
+
+    @model_validator(mode="after")
     def _mix_only_when_mixed(self) -> DataConfig:
         if self.policy != "mixed" and self.mix != MIXED_WEIGHTS:
             raise ValueError(
                 f"data.mix {self.mix} is only used by data.policy=mixed, and data.policy is {self.policy!r}: "
-                "set data.policy=mixed or leave data.mix out"
+                "set data.policy=mixed, or data.mix=null for the default weights"
             )
         return self

@@ -1,16 +1,20 @@
 """Import episodes from other layouts into the store, from a local folder or any fsspec URI.
 
 Layouts (TECO's): `NAME.npz` holding `video` (T, H, W, 3) uint8 and `actions` (T,) int (DMLab),
-or `NAME.mp4` next to `NAME.npz` holding `actions` (Minecraft). Frames are centre-cropped to a
-square and area-averaged to `size`; action ids go through `action_map` and must end up in
-0 forward, 1 turn left, 2 turn right. An `.npz` may also hold `poses` (T, 5) float: camera x, y,
-z, yaw, pitch per frame (millivid.pose). Episodes without poses get NaN poses; the manifest says
-`pose_known: true` when at least one episode brought its poses.
+or `NAME.mp4` next to `NAME.npz` holding `actions` (Minecraft); an episode with both an `.mp4`
+and a `video` array is refused (which one is its video?). Every other file is skipped, and each
+skipped file is reported (a warning, and `skipped_files` in the manifest's meta). Frames are
+centre-cropped to a square and area-averaged to `size`; action ids go through `action_map` and
+must end up in 0 forward, 1 turn left, 2 turn right. An `.npz` may also hold `poses` (T, 5)
+float: camera x, y, z, yaw, pitch per frame (millivid.pose), NaN where unknown, never infinite.
+Episodes without poses get NaN poses; the manifest says `pose_known: true` when at least one
+episode brought its poses, and counts the frames of unknown pose (a warning says how many).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,9 +27,11 @@ from PIL import Image
 from millivid import storage
 from millivid.data.columns import DataError, check_actions, frame_columns
 from millivid.data.config import SplitConfig
-from millivid.data.manifest import Manifest
+from millivid.data.manifest import SPLITS, Manifest
 from millivid.data.store import DatasetWriter
 from millivid.pose import POSE_FIELDS
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -51,7 +57,8 @@ def parse_action_map(text: str) -> dict[int, int]:
     return mapping
 
 
-def find_episodes(source: str) -> list[SourceEpisode]:
+def find_episodes(source: str) -> tuple[list[SourceEpisode], dict[str, str]]:
+    """The episodes under `source`, and every other file there with why it is not taken."""
     fs, root = storage.filesystem(source)
     if not fs.exists(root):
         raise DataError(f"{source}: no such folder")
@@ -60,6 +67,7 @@ def find_episodes(source: str) -> list[SourceEpisode]:
     uri = (lambda path: path) if local else fs.unstrip_protocol  # noqa: E731
     stems = {path[: -len(".npz")] for path in files if path.endswith(".npz")}
     videos = {path[: -len(".mp4")] for path in files if path.endswith(".mp4")}
+    skipped = {uri(path): "neither NAME.npz nor NAME.mp4" for path in files if not path.endswith((".npz", ".mp4"))}
     orphans = sorted(videos - stems)
     if orphans:
         raise DataError(f"{uri(orphans[0])}.mp4: no {orphans[0].rsplit('/', 1)[-1]}.npz with its actions next to it")
@@ -68,8 +76,9 @@ def find_episodes(source: str) -> list[SourceEpisode]:
         for stem in sorted(stems)
     ]
     if not episodes:
-        raise DataError(f"{source}: no episodes found (expected NAME.npz with video and actions, or NAME.mp4 + NAME.npz)")
-    return episodes
+        raise DataError(f"{source}: no episodes found (expected NAME.npz with video and actions, or NAME.mp4 + NAME.npz)"
+                        + (f"; skipped {len(skipped)} other file(s), e.g. {next(iter(skipped))}" if skipped else ""))
+    return episodes, skipped
 
 
 def read_npz(uri: str) -> dict[str, np.ndarray]:
@@ -111,6 +120,9 @@ def load_episode(episode: SourceEpisode, size: int | None, action_map: Mapping[i
     arrays = read_npz(episode.npz)
     if "actions" not in arrays:
         raise DataError(f"{episode.npz}: no 'actions' array (it has {sorted(arrays)})")
+    if episode.mp4 is not None and "video" in arrays:
+        raise DataError(f"{episode.npz}: holds a 'video' array and {episode.mp4} is next to it: which is the episode's "
+                        "video is ambiguous; remove one of the two")
     if episode.mp4 is not None:
         video, where = read_mp4(episode.mp4), episode.mp4
     elif "video" in arrays:
@@ -134,12 +146,16 @@ def load_episode(episode: SourceEpisode, size: int | None, action_map: Mapping[i
 
 
 def read_poses(arrays: Mapping[str, np.ndarray], frames: int, where: str) -> np.ndarray:
-    """The episode's (T 5) `poses`, or NaN (unknown) when it has none."""
+    """The episode's (T 5) `poses` (NaN where unknown), or all NaN when it has none."""
     if "poses" not in arrays:
         return np.full((frames, len(POSE_FIELDS)), np.nan, np.float32)
     poses = np.asarray(arrays["poses"])
     if poses.shape != (frames, len(POSE_FIELDS)) or not np.issubdtype(poses.dtype, np.floating):
         raise DataError(f"{where}: poses are {poses.dtype} {poses.shape}, expected float ({frames}, {len(POSE_FIELDS)}) = {', '.join(POSE_FIELDS)} per frame")
+    infinite = np.flatnonzero(np.isinf(poses).any(axis=1))
+    if infinite.size:
+        raise DataError(f"{where}: poses of {infinite.size} frame(s) are infinite (first: frame {infinite[0]}); "
+                        "a pose is finite, or NaN where it is unknown")
     return poses.astype(np.float32)
 
 
@@ -153,11 +169,16 @@ def import_dataset(
     shard_frames: int = 2048,
     progress: Progress | None = None,
 ) -> Manifest:
-    """Import every episode under `source` into a dataset at `uri` (atomically)."""
-    episodes = find_episodes(source)
+    """Import every episode under `source` into a dataset at `uri` (atomically: a dataset already
+    there stays readable until the new one is complete). Skipped files, empty splits and frames of
+    unknown pose are reported as warnings."""
+    episodes, skipped = find_episodes(source)
+    for path, reason in skipped.items():
+        log.warning("%s: skipped (%s)", path, reason)
     first = load_episode(episodes[0], size, action_map or {})
     side = first["frames"].shape[1]
-    meta = {"source": "import", "import_uri": source, "action_map": {str(k): v for k, v in (action_map or {}).items()}}
+    meta = {"source": "import", "import_uri": source, "action_map": {str(k): v for k, v in (action_map or {}).items()},
+            "skipped_files": skipped}
     writer = DatasetWriter(uri, frame_columns(side), split=split, shard_frames=shard_frames, pose_known=False, meta=meta)
     with writer:
         for index, episode in enumerate(episodes):
@@ -168,4 +189,18 @@ def import_dataset(
             writer.pose_known |= bool(np.isfinite(arrays["pose"]).all(axis=1).any())
             if progress:
                 progress(index + 1, len(episodes))
+    warn_about(writer.manifest, uri)
     return writer.manifest
+
+
+def warn_about(manifest: Manifest, uri: str) -> None:
+    """What an imported dataset lacks that later stages may need."""
+    unknown, frames = manifest.pose_unknown_frames, manifest.frames
+    if manifest.pose_known and unknown:
+        log.warning("%s: %d of %d frames have no known camera pose (NaN, or no 'poses' in their .npz); they never count "
+                    "as revisits or nearest views", uri, unknown, frames)
+    empty = [split for split in SPLITS if not manifest.counts[split]]
+    if empty:
+        log.warning("%s: the %s split(s) came out empty (%d episodes; val %g, test %g); stages that need them will refuse "
+                    "it: import more episodes or change the split", uri, " and ".join(empty), manifest.counts["episodes"],
+                    manifest.split.val, manifest.split.test)

@@ -48,6 +48,9 @@ class Manifest(Frozen):
     counts: dict[str, int] = Field(description="episodes, frames, and episodes per split")
     frame_size: tuple[int, int] | None = Field(None, description="(height, width) of the frames column")
     pose_known: bool = Field(True, description="False when the source had no camera poses (pose is NaN)")
+    pose_unknown_frames: int | None = Field(
+        None, ge=0, description="frames whose pose is unknown (NaN); None: not counted (written before this field)"
+    )
     split: SplitConfig = SplitConfig()
     compression: str = "zstd"
     row_group_frames: int = Field(256, ge=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 
 import av
@@ -14,6 +15,8 @@ from millivid import storage
 from millivid.data.columns import DataError
 from millivid.data.store import Dataset, open_dataset
 from millivid.pose import YAW, X, Z, known
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 MIN_PREVIEW_SIDE = 128  # small frames are enlarged (nearest neighbour) to at least this many pixels
@@ -108,9 +111,13 @@ def preview(
         raise DataError(f"{uri}: episode {episode!r} has {length} frames; start {start} is outside it")
     if out.endswith("path.png"):
         pose = dataset.read(episode, columns=["pose"])["pose"]
-        if not dataset.manifest.pose_known or not known(pose).all():
-            raise DataError(f"{uri}: episode {episode!r} has no camera poses (imported without them), so no path to draw")
-        storage.write_bytes(out, png_bytes(path_image(pose)))
+        seen = known(pose)
+        if not seen.any():
+            raise DataError(f"{uri}: episode {episode!r} has no known camera pose (imported without poses), so no path to draw")
+        if not seen.all():
+            log.warning("%s: episode %r: %d of its %d frames have no known camera pose; the path shows the other %d",
+                        uri, episode, int((~seen).sum()), length, int(seen.sum()))
+        storage.write_bytes(out, png_bytes(path_image(pose[seen])))
         return episode
     video = suffix in VIDEO_SUFFIXES
     every = every or (1 if video else max(1, (length - start) // (frames or 16)))

@@ -7,7 +7,12 @@
 
 Writes are atomic: shards go to fresh names (each through `storage.atomic_open`), the manifest
 is written last, and only then are shards of earlier writes removed. A crash at any point
-leaves the previous dataset (or nothing) visible. One writer per dataset at a time.
+leaves the previous dataset (or nothing) visible; a failed write (e.g. a full disk) removes what
+it wrote and names the file it could not write. One writer per dataset at a time.
+
+Reads trust the manifest, and check it: the first time a process opens a shard, its size and
+sha256 are compared with the manifest's (`bench storage` measures the cost), so a damaged shard
+is an error naming it, never wrong frames.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +50,7 @@ from millivid.data.shards import (
     from_arrow,
     shard_schema,
 )
+from millivid.pose import known
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,8 @@ class DatasetWriter:
         self.row_group_frames = row_group_frames or default_row_group_frames(self.columns)
         self.compression, self.pose_known, self.meta = compression, pose_known, dict(meta or {})
         self.generation = uuid.uuid4().hex[:12]
+        self.pose_unknown_frames = 0
+        self._writing = self.uri  # the file being written, named when a write fails
         self.episodes: list[tuple[str, int, int, int]] = []  # (id, length, shard, row)
         self._ids: set[str] = set()
         self.shards: list[ShardEntry] = []
@@ -99,6 +107,8 @@ class DatasetWriter:
         self._written: list[str] = []
         self.done = False
         self.manifest: Manifest | None = None  # set by commit()
+        fs, path = storage.filesystem(self.uri)
+        self._new_folders = [folder for folder in (f"{path}/{SHARD_DIR}", path) if not fs.exists(folder)]  # an abort removes them
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -116,21 +126,26 @@ class DatasetWriter:
         if not episode_id or episode_id in self._ids:
             raise DataError(f"{where}: episode ids must be unique and non-empty")
         length = episode_length(arrays, self.columns, where)
-        if self._open is not None and self._open_rows + length > self.shard_frames:
-            self._close_shard()
-        if self._open is None:
-            self._open_shard()
-        _, writer, _, _ = self._open
-        writer.write_table(episode_table(episode_id, arrays, self.columns, length), row_group_size=self.row_group_frames)
+        table = episode_table(episode_id, arrays, self.columns, length)
+        with self._aborting_on_write_errors():
+            if self._open is not None and self._open_rows + length > self.shard_frames:
+                self._close_shard()
+            if self._open is None:
+                self._open_shard()
+            _, writer, _, _ = self._open
+            writer.write_table(table, row_group_size=self.row_group_frames)
         self.episodes.append((episode_id, length, len(self.shards), self._open_rows))
         self._ids.add(episode_id)
         self._open_rows += length
+        if "pose" in arrays:
+            self.pose_unknown_frames += int((~known(arrays["pose"])).sum())
 
     def commit(self) -> Manifest:
         if self.done:
             raise DataError(f"{self.uri}: the writer has already committed or aborted")
         if self._open is not None:
-            self._close_shard()
+            with self._aborting_on_write_errors():
+                self._close_shard()
         if not self.episodes:
             self.abort()
             raise DataError(f"{self.uri}: no episodes to write (empty source)")
@@ -152,16 +167,15 @@ class DatasetWriter:
             counts=count(entries),
             frame_size=frame_size(self.columns),
             pose_known=self.pose_known,
+            pose_unknown_frames=self.pose_unknown_frames if "pose" in self.columns else None,
             split=self.split,
             compression=self.compression,
             row_group_frames=self.row_group_frames,
             meta=self.meta,
         )
-        try:
-            storage.write_json(storage.join(self.uri, MANIFEST_NAME), manifest.model_dump(mode="json"))
-        except BaseException:
-            self.abort()
-            raise
+        self._writing = storage.join(self.uri, MANIFEST_NAME)
+        with self._aborting_on_write_errors():
+            storage.write_json(self._writing, manifest.model_dump(mode="json"))
         self.done, self.manifest = True, manifest
         remove_unlisted_shards(self.uri, manifest)
         return manifest
@@ -179,10 +193,31 @@ class DatasetWriter:
         for uri in self._written:
             with contextlib.suppress(FileNotFoundError, OSError):
                 storage.remove(uri)
+        fs, _ = storage.filesystem(self.uri)
+        for folder in self._new_folders:  # so that a failed first write leaves nothing behind
+            with contextlib.suppress(OSError):
+                if fs.exists(folder) and not fs.ls(folder, detail=False):
+                    fs.rmdir(folder)
         self.done = True
+
+    @contextlib.contextmanager
+    def _aborting_on_write_errors(self) -> Iterator[None]:
+        """A failed write (disk full, permissions, a lost object store) removes what this writer
+        wrote and is reported naming the file; any previous dataset at the URI stays as it was."""
+        try:
+            yield
+        except BaseException as err:
+            self.abort()
+            if not isinstance(err, OSError):
+                raise
+            reason = err.strerror or str(err)
+            previous = "the previous dataset there is unchanged" if storage.exists(storage.join(self.uri, MANIFEST_NAME)) \
+                else "nothing was left behind"
+            raise DataError(f"{self._writing}: cannot write ({reason}); {previous}") from err
 
     def _open_shard(self) -> None:
         relative = f"{SHARD_DIR}/{self.generation}-{len(self.shards):05d}.parquet"
+        self._writing = storage.join(self.uri, relative)
         stack = contextlib.ExitStack()
         handle = stack.enter_context(storage.atomic_open(storage.join(self.uri, relative)))
         hashing = HashingWriter(handle)
@@ -224,6 +259,13 @@ def remove_unlisted_shards(uri: str, manifest: Manifest) -> None:
         if name.rsplit("/", 1)[-1] not in listed:
             with contextlib.suppress(FileNotFoundError, OSError):
                 fs.rm(name)
+
+
+def refuse_to_replace(uri: str) -> None:
+    """Raise DataError when `uri` already holds a dataset: replacing one is asked for, never implied."""
+    if storage.exists(storage.join(uri, MANIFEST_NAME)):
+        raise DataError(f"{uri}: already holds a dataset; pass --overwrite to replace it "
+                        "(it stays readable until the new one is complete)")
 
 
 def load_manifest(uri: str) -> Manifest:
@@ -322,18 +364,10 @@ class Dataset:
         return out
 
     def verify(self) -> dict[str, int]:
-        """Check every shard's size, checksum, schema and rows; raise DataError naming the shard."""
+        """Check every shard's size, checksum, schema and rows now; raise DataError naming the shard."""
         for index, shard in enumerate(self.manifest.shards):
             uri = storage.join(self.uri, shard.path)
-            if not storage.exists(uri):
-                raise DataError(f"{uri}: shard listed in the manifest is missing")
-            size = storage.size(uri)
-            if size != shard.bytes:
-                state = "truncated" if size < shard.bytes else "longer than written"
-                raise DataError(f"{uri}: {state}: {size} bytes, the manifest says {shard.bytes}")
-            digest = storage.sha256(uri)
-            if digest != shard.sha256:
-                raise DataError(f"{uri}: checksum mismatch (sha256 {digest[:12]}..., manifest {shard.sha256[:12]}...): corrupt shard")
+            check_shard_file(uri, shard)
             self._check_rows(index, uri)
         return {"shards": len(self.manifest.shards), "bytes": self.manifest.bytes, "frames": self.manifest.frames}
 
@@ -359,7 +393,9 @@ class Dataset:
 
     def _file(self, index: int) -> tuple[pq.ParquetFile, np.ndarray]:
         if index not in self._files:
-            uri = storage.join(self.uri, self.manifest.shards[index].path)
+            shard = self.manifest.shards[index]
+            uri = storage.join(self.uri, shard.path)
+            check_shard_once(uri, shard)
             try:
                 parquet = open_parquet(uri)
             except (OSError, pa.ArrowException) as err:
@@ -380,6 +416,31 @@ class Dataset:
             cached = from_arrow(values, self.columns[name])
             self._cache.put(key, cached)
         return cached
+
+
+# (shard URI, sha256) whose file this process found intact: a shard is hashed when a process
+# first opens it, not again when the dataset is reopened or unpickled in the same process.
+_CHECKED_SHARDS: set[tuple[str, str]] = set()
+
+
+def check_shard_once(uri: str, shard: ShardEntry) -> None:
+    """`check_shard_file` the first time this process reads the shard."""
+    if (uri, shard.sha256) not in _CHECKED_SHARDS:
+        check_shard_file(uri, shard)
+        _CHECKED_SHARDS.add((uri, shard.sha256))
+
+
+def check_shard_file(uri: str, shard: ShardEntry) -> None:
+    """The file is there with the size and sha256 the manifest lists; else DataError naming it."""
+    if not storage.exists(uri):
+        raise DataError(f"{uri}: shard listed in the manifest is missing")
+    size = storage.size(uri)
+    if size != shard.bytes:
+        state = "truncated" if size < shard.bytes else "longer than written"
+        raise DataError(f"{uri}: {state}: {size} bytes, the manifest says {shard.bytes}")
+    digest = storage.sha256(uri)
+    if digest != shard.sha256:
+        raise DataError(f"{uri}: checksum mismatch (sha256 {digest[:12]}..., manifest {shard.sha256[:12]}...): corrupt shard")
 
 
 def open_parquet(uri: str) -> pq.ParquetFile:

@@ -10,10 +10,9 @@ A plain dict of tensors and JSON-able values, loadable with `torch.load(weights_
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import torch
-from pydantic import Field, TypeAdapter
+from pydantic import Field
 
 from millivid import storage
 from millivid.diffusion.config import DiTConfig
@@ -26,12 +25,11 @@ FORMAT = "millivid-rollout-model/2"
 # Format 1 was written while kind "millivid" meant a schedule whose levels lagged each other across
 # chunks; read as format 2 its weights would meet the release's schedule silently.
 RETIRED_FORMATS = {"millivid-rollout-model/1": "its millivid schedule is not the release's (levels lagged across chunks); retrain it"}
-_SCHEDULE = TypeAdapter(ScheduleConfig)
 
 
 class RolloutModelInfo(Frozen):
     method: str = Field(min_length=1, description="the method's name in diffusion.methods")
-    schedule_config: dict[str, Any]
+    schedule_config: ScheduleConfig
     model: DiTConfig
     tokens_per_level: tuple[int, ...]
     channels: int = Field(ge=1)
@@ -40,7 +38,7 @@ class RolloutModelInfo(Frozen):
     dataset_uri: str = Field(description="the frame dataset those latents encode")
 
     def schedule(self) -> Schedule:
-        return build_schedule(_SCHEDULE.validate_python(self.schedule_config), self.tokens_per_level, name=self.method)
+        return build_schedule(self.schedule_config, self.tokens_per_level, name=self.method)
 
 
 def save_rollout_model(model: DiT, info: RolloutModelInfo, uri: str) -> None:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from millivid.diffusion.config import DiTConfig
 from millivid.diffusion.tokens import NUM_ACTIONS, StepTokens
@@ -110,6 +111,7 @@ class DiT(nn.Module):
         self.head_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.head_norm = nn.LayerNorm(width, elementwise_affine=False)
         self.head = nn.Linear(width, channels)
+        self.checkpoint_blocks = False  # activation checkpointing while training (ComputeConfig)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -142,7 +144,10 @@ class DiT(nn.Module):
         modulation = rearrange(self.modulation(condition), "b n (six d) -> b n six d", six=6)
         mask = rearrange(tokens.valid, "b n -> b 1 1 n") if tokens.padded else None
         for block in self.blocks:
-            x = block(x, modulation, mask)
+            if self.checkpoint_blocks and self.training:  # recompute in backward instead of keeping activations
+                x = checkpoint(block, x, modulation, mask, use_reentrant=False)
+            else:
+                x = block(x, modulation, mask)
         shift, scale = self.head_modulation(condition).chunk(2, dim=-1)
         return self.head(modulate(self.head_norm(x), shift, scale))
 

@@ -117,7 +117,9 @@ class StepTokens:
 
     `latent` holds each token's latent (noisy for DENOISED tokens once noised, zeros for kernel
     tokens); `kernel[l]` packs the kernel-2^l tokens' values (m c*4^l) in row-major (b n) order.
-    `valid` is False on padding (examples of a batch whose steps have fewer tokens).
+    `valid` is False on padding (examples of a batch whose steps have fewer tokens); `padded` says
+    whether there is any, known on the host when the batch is built (reading `valid` would make a
+    GPU wait for every forward).
     """
 
     latent: torch.Tensor
@@ -130,17 +132,14 @@ class StepTokens:
     action: torch.Tensor
     denoised: torch.Tensor
     valid: torch.Tensor
-
-    @property
-    def padded(self) -> bool:
-        return not bool(self.valid.all())
+    padded: bool = False
 
     def replace(self, **changes) -> StepTokens:
         return dataclasses.replace(self, **changes)
 
     def to(self, device: torch.device | str) -> StepTokens:
-        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "kernel"}
-        return StepTokens(kernel={level: v.to(device) for level, v in self.kernel.items()}, **moved)
+        moved = {name: getattr(self, name).to(device) for name in TENSOR_FIELDS}
+        return StepTokens(kernel={level: v.to(device) for level, v in self.kernel.items()}, padded=self.padded, **moved)
 
 
 def gather(latents: Sequence[torch.Tensor], actions: torch.Tensor, frames: np.ndarray, layout: TokenLayout) -> StepTokens:
@@ -161,14 +160,14 @@ def gather(latents: Sequence[torch.Tensor], actions: torch.Tensor, frames: np.nd
             kernel[segment.level] = rearrange(packed, "b m d -> (b m) d")
             values.append(packed.new_zeros(batch, packed.shape[1], latents[0].shape[-1]))
         else:
-            values.append(rearrange(latents[segment.level][:, index], "b f n c -> b (f n) c"))
+            values.append(rearrange(latents[segment.level][:, index], "b f n c -> b (f n) c").float())
     device = actions.device
 
     def per_token(name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         return repeat(torch.as_tensor(getattr(layout, name), dtype=dtype, device=device), "n -> b n", b=batch)
 
     return StepTokens(
-        latent=torch.cat(values, dim=1).float(),
+        latent=torch.cat(values, dim=1),
         kernel=kernel,
         kind=per_token("kind"),
         level=per_token("level"),
@@ -188,14 +187,18 @@ def kernel_tokens(finest: torch.Tensor, side: int) -> torch.Tensor:
     return rearrange(finest, "b f (gh kh gw kw) c -> b (f gh gw) (kh kw c)", gh=side, kh=k, gw=side, kw=k).float()
 
 
+TENSOR_FIELDS = tuple(f.name for f in dataclasses.fields(StepTokens) if f.name not in ("kernel", "padded"))
+
+
 def concat(parts: Sequence[StepTokens]) -> StepTokens:
     """Stack batches along b, padding shorter token sequences (valid=False) to the longest."""
-    longest = max(part.valid.shape[1] for part in parts)
-    names = [f.name for f in dataclasses.fields(StepTokens) if f.name != "kernel"]
-    stacked = {name: torch.cat([pad_tokens(getattr(part, name), longest) for part in parts]) for name in names}
+    lengths = [part.valid.shape[1] for part in parts]
+    longest = max(lengths)
+    stacked = {name: torch.cat([pad_tokens(getattr(part, name), longest) for part in parts]) for name in TENSOR_FIELDS}
     levels = sorted({level for part in parts for level in part.kernel})
     kernel = {level: torch.cat([part.kernel[level] for part in parts if level in part.kernel]) for level in levels}
-    return StepTokens(kernel=kernel, **stacked)
+    padded = any(part.padded for part in parts) or min(lengths) < longest
+    return StepTokens(kernel=kernel, padded=padded, **stacked)
 
 
 def pad_tokens(field: torch.Tensor, length: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from millivid_platform.cli import CommandError, add_config_arguments, config_from_args, print_json
+from millivid_platform.commands.pipeline import add_flow_arguments
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         command = sub.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(command)
         command.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="stages to redo even when cached")
-        command.add_argument("--json", action="store_true", help="print the stages' outputs as one JSON object")
+        add_flow_arguments(command)
         command.set_defaults(handler=run_flow, until=until, methods=None)
     evaluate = sub.add_parser("eval", help="per-level PSNR/SSIM/LPIPS of trained autoencoders",
                               description="per-level PSNR/SSIM/LPIPS on held-out frames, hierarchical vs downscaled")
@@ -46,12 +47,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from millivid.ae.frames import StoreFrames
     from millivid.data.store import open_dataset
     from millivid.perceptual import Lpips
+    from millivid_platform import embedded_prefect
     from millivid_platform.artifacts import resolve_output
     from millivid_platform.settings import load_settings
 
     config = config_from_args(args)
     settings = load_settings()
     settings.export_environment()
+    if not (args.model and args.data):  # models or dataset come from the pipeline's flows
+        embedded_prefect.start(settings)
     if args.model:
         pairs = [item.partition("=") for item in args.model]
         if any(not sep for _, sep, _ in pairs):

@@ -16,6 +16,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     promote.set_defaults(handler=run_promote)
     show = sub.add_parser("show", help="print the current baseline of a group", description="print the current baseline")
     show.add_argument("--group", default="smoke", help="baseline group, i.e. the config name (default: smoke)")
+    show.add_argument("--json", action="store_true", help="print one JSON object (all summary metrics)")
     show.set_defaults(handler=run_show)
 
 
@@ -34,11 +35,23 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from millivid_platform import regression, tracking
+    from millivid_platform.pipeline import HEADLINE_KEYS
     from millivid_platform.settings import load_settings
 
-    experiment = tracking.configure(load_settings())
+    settings = load_settings()
+    experiment = tracking.configure(settings)
     run = regression.baseline_run(experiment, args.group)
     if run is None:
         raise CommandError(f"no baseline for '{args.group}'; promote one with `millivid baseline promote RUN_ID`")
-    print_json({"group": args.group, "run_id": run.info.run_id, "outputs": regression.caching.outputs_of(run)})
+    baseline = regression.describe_baseline(settings, run)
+    if args.json:
+        print_json(baseline)
+        return 0
+    print(f"baseline of '{args.group}': evaluate run {baseline['run_id']} ({baseline['run_name']})")
+    print(f"  promoted {baseline['promoted_at'] or 'before promotion dates were recorded'}, "
+          f"evaluated {baseline['evaluated_at']}, commit {(baseline['git_commit'] or '?')[:12]}")
+    print(f"  MLflow: {baseline['link']}")
+    for name, value in baseline["metrics"].items():  # the headline numbers; --json has them all
+        if name.rsplit("/", 1)[-1] in HEADLINE_KEYS:
+            print(f"  {name:<40} {value:.4g}")
     return 0

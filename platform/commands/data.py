@@ -17,7 +17,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     render = sub.add_parser("render", help="render episodes of the built-in block world", description="Render episodes of the built-in block world into a dataset.")
-    render.add_argument("--out", required=True, help="dataset folder or fsspec URI (replaced atomically)")
+    render.add_argument("--out", required=True, help="dataset folder or fsspec URI")
+    render.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out (atomically)")
     render.add_argument("--episodes", type=int, help="episodes to render")
     render.add_argument("--frames", type=int, help="frames per episode")
     render.add_argument("--seed", type=int)
@@ -32,6 +33,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     source = sub.add_parser("import", help="import .npz / .mp4+.npz episodes (TECO layouts)", description="Import episodes: NAME.npz with video and actions, or NAME.mp4 with NAME.npz holding actions.")
     source.add_argument("source", metavar="SRC", help="folder or fsspec URI holding the episodes")
     source.add_argument("--out", required=True, help="dataset folder or fsspec URI")
+    source.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out (atomically)")
     source.add_argument("--size", type=int, help="resize frames (centre crop, area average) to this side")
     source.add_argument("--action-map", dest="action_map", default="", help="source:target action ids, e.g. 3:0,4:1")
     source.add_argument("--shard-frames", type=int, dest="shard_frames", default=2048)
@@ -107,8 +109,11 @@ def data_config(args: argparse.Namespace):
 
 def run_render(args: argparse.Namespace) -> int:
     from millivid.data.generate import render_dataset
+    from millivid.data.store import refuse_to_replace
 
     cfg = data_config(args)
+    if not args.overwrite:
+        refuse_to_replace(args.out)
     started = time.perf_counter()
     manifest = render_dataset(cfg, args.out, progress=progress_printer("rendered"))
     elapsed = time.perf_counter() - started
@@ -118,15 +123,25 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from millivid.config import ConfigError
     from millivid.data.config import SplitConfig
     from millivid.data.importers import import_dataset, parse_action_map
+    from millivid.data.store import refuse_to_replace
 
+    try:
+        split = SplitConfig(val=args.val, test=args.test, seed=args.split_seed)
+    except ValidationError as err:
+        raise ConfigError(f"--val {args.val:g} / --test {args.test:g}: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    if not args.overwrite:
+        refuse_to_replace(args.out)
     manifest = import_dataset(
         args.source,
         args.out,
         size=args.size,
         action_map=parse_action_map(args.action_map),
-        split=SplitConfig(val=args.val, test=args.test, seed=args.split_seed),
+        split=split,
         shard_frames=args.shard_frames,
         progress=progress_printer("imported"),
     )
@@ -154,7 +169,9 @@ def summary(uri: str, verify: bool) -> dict[str, Any]:
         "shards": len(manifest.shards),
         "columns": {name: {"dtype": spec.dtype, "shape": list(spec.shape)} for name, spec in manifest.columns.items()},
         "pose_known": manifest.pose_known,
+        "pose_unknown_frames": manifest.pose_unknown_frames,
         "source": manifest.meta.get("source"),
+        "skipped_files": len(manifest.meta.get("skipped_files", {})),
     }
     if verify:
         dataset.verify()

@@ -22,7 +22,12 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     from millivid.eval.fvd import i3d_status
     from millivid.perceptual import LpipsUnavailable, backbone_status
     from millivid_platform.settings import load_settings
-    from millivid_platform.tracking import git_commit, package_versions
+    from millivid_platform.tracking import (
+        TAG_GIT_COMMIT,
+        TAG_GIT_DIRTY,
+        git_state,
+        package_versions,
+    )
 
     config = config_from_args(args)
     settings = load_settings()
@@ -38,12 +43,12 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
                            "weights": status.weights, "reason": status.reason}
         except LpipsUnavailable as err:
             lpips[role] = {"net": net, "requested": choice, "in_effect": "unavailable", "reason": str(err)}
-    commit, dirty = git_commit()
+    git = git_state()
     return {
         "python": sys.version.split()[0],
         "platform": std_platform.platform(),
         "versions": package_versions(),
-        "git": {"commit": commit, "dirty": dirty},
+        "git": {"commit": git[TAG_GIT_COMMIT], "dirty": git[TAG_GIT_DIRTY] == "true"},
         "config": args.config,
         **settings.describe(),
         "torch": {

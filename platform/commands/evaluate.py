@@ -19,14 +19,21 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from millivid import storage
+    from millivid_platform import embedded_prefect, preflight
     from millivid_platform.compute import ensure_ray
     from millivid_platform.settings import load_settings
 
     config = config_from_args(args)
+    if not args.model:
+        preflight.check_config(config, "evaluate")
     settings = load_settings()
     settings.export_environment()
     ensure_ray(settings)
-    result = evaluate_models(settings, config, args.model, args.force) if args.model else evaluate_config(config, args.force)
+    if args.model:
+        result = evaluate_models(settings, config, args.model, args.force)
+    else:
+        embedded_prefect.start(settings)
+        result = evaluate_config(config, args.force)
     summary = storage.read_json(storage.join(result.outputs["evaluation_uri"], "summary.json"))
     if args.json:
         print_json({"run_id": result.run_id, "evaluation_uri": result.outputs["evaluation_uri"], "summary": summary})

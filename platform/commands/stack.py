@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
 from millivid_platform.cli import CommandError, print_json
 
@@ -29,7 +30,7 @@ def run_up(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     try:
-        stack.up(settings, timeout=args.timeout)
+        stack.up(settings, timeout=args.timeout, echo=functools.partial(print, flush=True))  # progress, also when piped
     except RuntimeError as err:
         raise CommandError(f"{err}\n(`millivid stack down` stops what did start)") from None
     print("\nstack is up. Point this shell at it with:\n")

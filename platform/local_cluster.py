@@ -1,0 +1,211 @@
+"""A multi-node set-up on one machine, as the tests and `millivid bench scale` start it: Ray nodes
+(`ray start`, each with its own CPUs and temp dir), an S3-compatible server (moto, from the `dev`
+extra), PostgreSQL in a throwaway folder and an MLflow server on it with artifacts on S3.
+
+Every process runs in its own process group and is stopped by it. Ray nodes take distinct
+loopback addresses (127.0.0.2, 127.0.0.3, ...): Ray keeps a node on 127.0.0.1 only in its
+single-machine mode, which refuses to add a second node; with any other address its GCS and
+raylets listen on every interface (see docs/operations.md), everything else binds the loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from glob import glob
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=timeout)
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def start(name: str, command: list[str], folder: Path, env: dict[str, str] | None = None) -> Process:
+    log = folder / f"{name}.log"
+    popen = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, **(env or {})})
+    return Process(name, popen, log)
+
+
+def wait_for(ready, process: Process, what: str, timeout: float = 180.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited ({process.popen.returncode}) before {what}:\n{process.tail()}")
+        with contextlib.suppress(OSError):
+            if ready():
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{process.name}: no {what} within {timeout:.0f} s:\n{process.tail()}")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2.0) as response:
+        return response.status == 200
+
+
+def tcp_open(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=2.0):
+        return True
+
+
+@dataclass
+class ObjectStore:
+    endpoint: str
+    process: Process
+
+    def environment(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint, **S3_CREDENTIALS}
+
+    def make_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials()).create_bucket(Bucket=name)
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {"aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"]}
+
+
+def object_store(folder: Path, port: int | None = None) -> ObjectStore:
+    """moto's S3 server on 127.0.0.1 (it keeps objects in memory: stopping it loses them)."""
+    port = port or free_port()
+    process = start("moto", [str(BIN / "moto_server"), "-H", HOST, "-p", str(port)], folder)
+    endpoint = f"http://{HOST}:{port}"
+    wait_for(lambda: tcp_open(HOST, port), process, "S3 endpoint")
+    return ObjectStore(endpoint, process)
+
+
+def postgres_bin() -> Path:
+    """PostgreSQL's server programs: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent  # Debian links only some of them onto PATH
+    versions = sorted(glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
+    if not versions:
+        raise FileNotFoundError("PostgreSQL's pg_ctl is not installed (apt-get install postgresql)")
+    return Path(versions[-1]).parent
+
+
+@dataclass
+class Postgres:
+    data: Path
+    port: int
+    bin: Path
+    as_owner: list[str]
+
+    def uri(self, database: str) -> str:
+        return f"postgresql+psycopg2://millivid@{HOST}:{self.port}/{database}"  # SQLAlchemy 2.1 defaults to psycopg 3
+
+    def create_database(self, name: str) -> None:
+        subprocess.run([str(self.bin / "createdb"), "-h", HOST, "-p", str(self.port), "-U", "millivid", name],
+                       check=True, capture_output=True, timeout=60)
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_owner, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        if self.as_owner:
+            shutil.rmtree(self.data.parent, ignore_errors=True)
+
+
+def postgres(folder: Path) -> Postgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 and a free port (trust auth: loopback only).
+
+    PostgreSQL refuses to run as root: as root, the cluster lives in a new folder owned by the
+    `postgres` user and its programs run as that user.
+    """
+    pg_bin, port = postgres_bin(), free_port()
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        folder = Path(tempfile.mkdtemp(prefix="millivid-postgres-"))
+        shutil.chown(folder, "postgres", "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data = folder / "pgdata"
+    subprocess.run([*as_owner, str(pg_bin / "initdb"), "-D", str(data), "-U", "millivid", "-A", "trust", "--no-sync"],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_owner, str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(folder / "postgres.log"), "-w", "-t", "120",
+                    "-o", f"-h {HOST} -p {port} -k {folder} -c fsync=off", "start"], check=True, capture_output=True, timeout=180)
+    return Postgres(data, port, pg_bin, as_owner)
+
+
+def mlflow_server(folder: Path, store_uri: str, artifacts: str, env: dict[str, str]) -> tuple[str, Process]:
+    """An MLflow server over `store_uri` proxying artifacts to `artifacts` (e.g. s3://bucket/mlartifacts)."""
+    port = free_port()
+    process = start("mlflow", [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(port), "--backend-store-uri",
+                               store_uri, "--artifacts-destination", artifacts, "--workers", "1"], folder,
+                    {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    url = f"http://{HOST}:{port}"
+    wait_for(lambda: http_ok(f"{url}/health"), process, "health answer", timeout=300)
+    return url, process
+
+
+def ray_environment() -> dict[str, str]:
+    """What every process of the cluster (nodes, drivers) needs: the cluster mode of Ray, token auth."""
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token"}
+
+
+def ray_node(folder: Path, name: str, ip: str, num_cpus: float, head_address: str | None = None,
+             port: int | None = None, env: dict[str, str] | None = None) -> Process:
+    """`ray start --block` for a head (no `head_address`) or a node joining it; blocks until it is in the cluster.
+
+    `--block` keeps `ray start` as the parent of the node's processes, so the process group holds
+    them all and a dead raylet makes it stop the rest of the node (as on a lost machine).
+    """
+    # its own sockets, logs and session files; short, as Unix socket paths under it are limited to 107 bytes
+    temp = Path(tempfile.mkdtemp(prefix=f"ray-{name}-"))
+    command = [str(BIN / "ray"), "start", "--block", "--node-ip-address", ip, "--num-cpus", str(num_cpus),
+               "--temp-dir", str(temp), "--disable-usage-stats"]
+    if head_address is None:
+        command += ["--head", "--port", str(port or free_port()), "--include-dashboard", "false"]
+    else:
+        command += ["--address", head_address]
+    process = start(f"ray-{name}", command, folder, {**ray_environment(), **(env or {})})
+    wait_for(lambda: "Ray runtime started" in process.tail(100_000), process, "node start", timeout=240)
+    return process
+
+
+def raylet_pid(node: Process) -> int:
+    """The raylet of a node `ray_node` started (a child of its `ray start --block`)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if stat.split("(", 1)[1].split(")", 1)[0] == "raylet" and int(stat.rsplit(")", 1)[1].split()[1]) == node.popen.pid:
+                    return int(entry.name)
+    raise LookupError(f"no raylet under {node.name} (pid {node.popen.pid})")

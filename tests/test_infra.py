@@ -1,0 +1,92 @@
+"""infra/ checked offline: the variables the manifests set are settings the code reads, versions and
+ports match what the project runs and tests, every published port is on the loopback."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from millivid_platform.object_store import ObjectStoreSettings
+from millivid_platform.settings import PlatformSettings
+
+INFRA = Path(__file__).resolve().parent.parent / "infra"
+# Read by the libraries themselves (Ray, MLflow's server, MinIO, PostgreSQL, Prefect's server, botocore)
+LIBRARY_VARIABLES = {"RAY_AUTH_MODE", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "AWS_ACCESS_KEY_ID",
+                     "AWS_SECRET_ACCESS_KEY", "POSTGRES_USER", "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
+                     "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_UI_API_URL"}
+
+
+def setting_names(model) -> set[str]:
+    names = set()
+    prefix = model.model_config.get("env_prefix", "")
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None) or ([alias] if isinstance(alias, str) else [f"{prefix}{name}"])
+        names |= {choice.upper() for choice in choices}
+    return names
+
+
+SETTINGS = setting_names(PlatformSettings) | setting_names(ObjectStoreSettings)
+
+
+def load(path: str) -> dict:
+    return yaml.safe_load((INFRA / path).read_text())
+
+
+def k8s_containers() -> list[dict]:
+    spec = load("k8s/raycluster.yaml")["spec"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    return [container for group in groups for container in group["template"]["spec"]["containers"]]
+
+
+def test_the_settings_the_code_reads_are_the_ones_the_tests_use():
+    assert {"MILLIVID_STORAGE_ROOT", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "AWS_ENDPOINT_URL",
+            "MILLIVID_OBJECT_STORE_MAX_ATTEMPTS"} <= SETTINGS
+
+
+def test_kuberay_cluster_sets_only_known_variables_and_runs_the_installed_ray():
+    manifest = load("k8s/raycluster.yaml")
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayCluster"
+    assert manifest["spec"]["rayVersion"] == metadata.version("ray")
+    for container in k8s_containers():
+        names = {entry["name"] for entry in container["env"]}
+        assert names <= SETTINGS | LIBRARY_VARIABLES, names - SETTINGS - LIBRARY_VARIABLES
+        assert {"MILLIVID_STORAGE_ROOT", "MLFLOW_TRACKING_URI"} <= names  # every node shares them
+        storage = next(entry["value"] for entry in container["env"] if entry["name"] == "MILLIVID_STORAGE_ROOT")
+        assert storage.startswith("s3://")  # never a path that exists on one node only
+        assert container["image"].startswith("registry.internal/millivid:")
+    head = k8s_containers()[0]
+    assert {port["containerPort"] for port in head["ports"]} >= {6379}
+    assert manifest["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # the head only schedules
+
+
+def test_compose_services_pin_the_installed_versions_and_publish_on_the_loopback_only():
+    services = load("services/compose.yaml")["services"]
+    assert services["mlflow"]["image"].endswith(f":v{metadata.version('mlflow')}")
+    assert services["prefect"]["image"].startswith(f"prefecthq/prefect:{metadata.version('prefect')}-python3.11")
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
+        names = set(service.get("environment", {}))
+        assert names <= SETTINGS | LIBRARY_VARIABLES, (name, names - SETTINGS - LIBRARY_VARIABLES)
+    command = services["mlflow"]["command"]
+    assert "--backend-store-uri postgresql+psycopg2://" in command  # the driver the tests use (local_cluster.Postgres)
+    assert "--artifacts-destination s3://" in command
+    databases = set(re.findall(r"CREATE DATABASE (\w+);", (INFRA / "services/init-databases.sql").read_text()))
+    assert {"mlflow", "prefect"} <= databases
+    assert re.search(r"@postgres/mlflow\b", command)
+    assert services["prefect"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("@postgres/prefect")
+
+
+def test_ray_cluster_file_joins_workers_to_the_head_port_and_installs_the_cluster_extra():
+    cluster = load("ray/cluster.yaml")
+    head_port = re.search(r"--port=(\d+)", " ".join(cluster["head_start_ray_commands"])).group(1)
+    assert f"--address=$RAY_HEAD_IP:{head_port}" in " ".join(cluster["worker_start_ray_commands"])
+    setup = " ".join(cluster["setup_commands"])
+    assert ".[cluster]" in setup
+    exported = set(re.findall(r"\b([A-Z][A-Z0-9_]+)=", setup))
+    assert exported - {"PATH"} <= SETTINGS, exported - SETTINGS
+    assert cluster["head_node_type"] in cluster["available_node_types"]

@@ -1,0 +1,57 @@
+"""The Prefect run form (`PipelineParams`, `RegressionParams`): its choices, its checks and the run label."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from millivid_platform.pipeline import PipelineParams
+
+
+def test_the_label_names_preset_overrides_and_methods():
+    assert PipelineParams().label == "smoke"
+    params = PipelineParams(preset="smoke", overrides=["eval.bootstrap=60"], methods=["millivid"])
+    assert params.label == "smoke eval.bootstrap=60 methods=millivid"
+    assert params.resolve().eval.bootstrap == 60
+
+
+def test_a_bad_override_or_method_fails_when_the_parameters_are_made():
+    with pytest.raises(ValidationError, match="field 'autoencoder.model.width': got 'abc'"):
+        PipelineParams(overrides=["autoencoder.model.width=abc"])
+    with pytest.raises(ValidationError, match="'framepack_kernel' not in diffusion.methods of config 'smoke'"):
+        PipelineParams(methods=["framepack_kernel"])  # a method of the paper preset only
+    with pytest.raises(ValidationError, match="force"):
+        PipelineParams(force=["autoencodr"])
+    with pytest.raises(ValidationError, match="overrides apply to a preset"):
+        PipelineParams(config=PipelineParams().resolve(), overrides=["eval.bootstrap=60"])
+
+
+def test_the_form_offers_stages_and_methods_and_only_configuration_keys():
+    from millivid_flows.nightly import RegressionParams
+
+    schema = PipelineParams.model_json_schema()["properties"]
+    assert schema["force"]["items"]["enum"] == ["data", "autoencoder", "encode", "diffusion", "evaluate", "report", "all"]
+    assert schema["methods"]["items"]["enum"] == ["millivid", "full_res", "framepack", "framepack_kernel"]
+    assert schema["methods"]["type"] == "array"  # a multi-select, not "null or a list"
+    key = re.compile(schema["overrides"]["items"]["pattern"])
+    for good in ("eval.bootstrap=60", "diffusion.methods.full_res.frames=2", "diffusion.methods.mine={kind: full_res, frames: 3}",
+                 "autoencoder.model=", "data.mix.spin=0.5"):
+        assert key.match(good), good
+    for bad in ("autoencoder.model.widht=3", "eval.bootstrap", "bootstrap=60"):
+        assert not key.match(bad), bad
+    assert RegressionParams.model_json_schema()["properties"]["overrides"]["items"]["pattern"] == key.pattern
+    with pytest.raises(ValidationError, match="eval.bootstrap"):
+        RegressionParams(overrides=["eval.bootstrap=-1"])
+
+
+def test_descriptions_are_for_users():
+    """What the form shows: no notes for developers (cache keys, UI internals)."""
+    from millivid_flows.nightly import RegressionParams
+
+    for model in (PipelineParams, RegressionParams):
+        schema = model.model_json_schema()
+        texts = [schema.get("description", "")] + [field.get("description", "") for field in schema["properties"].values()]
+        for text in texts:
+            assert not re.search(r"cache key|Prefect|form|\(the .* shows", text), text

@@ -1,0 +1,192 @@
+"""Scale-out on one machine (issue 16): two Ray nodes started with `ray start`, S3 (moto) as the
+storage root and MLflow's artifact store, MLflow on PostgreSQL. The same `millivid pipeline` as on
+a laptop, pointed at them by settings alone. Run alone with `make test ARGS="-m scale"`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from services import MILLIVID
+
+from millivid_platform import local_cluster
+
+pytestmark = [pytest.mark.scale, pytest.mark.integration, pytest.mark.slow]
+
+BUCKET = "millivid"
+ROOT = f"s3://{BUCKET}/storage"
+HEAD_IP, NODE_IP = "127.0.0.2", "127.0.0.3"
+
+
+class Cluster:
+    def __init__(self, folder, env, tracking_uri, head, node):
+        self.folder, self.env, self.tracking_uri, self.head, self.node = folder, env, tracking_uri, head, node
+
+    def replace_node(self, name: str) -> None:
+        """A new machine in place of the lost one (what an autoscaler or a restarted VM does)."""
+        self.node.stop()
+        self.node = local_cluster.ray_node(self.folder, name, NODE_IP, 1, head_address=self.env["RAY_ADDRESS"])
+
+    def client(self):
+        import mlflow
+
+        return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scale")
+    started = []
+    try:
+        s3 = local_cluster.object_store(folder)
+        started.append(s3.process)
+        s3.make_bucket(BUCKET)
+        postgres = local_cluster.postgres(folder)
+        started.append(postgres)
+        postgres.create_database("mlflow")
+        tracking_uri, mlflow_process = local_cluster.mlflow_server(folder, postgres.uri("mlflow"), f"s3://{BUCKET}/mlartifacts",
+                                                                   s3.environment())
+        started.append(mlflow_process)
+        port = local_cluster.free_port()
+        head = local_cluster.ray_node(folder, "head", HEAD_IP, 1, port=port)
+        started.append(head)
+        node = local_cluster.ray_node(folder, "node", NODE_IP, 1, head_address=f"{HEAD_IP}:{port}")
+        env = {**os.environ, **s3.environment(), **local_cluster.ray_environment(), "RAY_ADDRESS": f"{HEAD_IP}:{port}",
+               "MLFLOW_TRACKING_URI": tracking_uri, "MILLIVID_STORAGE_ROOT": ROOT,
+               "MILLIVID_WORKSPACE": str(folder / "workspace")}
+        result = Cluster(folder, env, tracking_uri, head, node)
+        yield result
+        result.node.stop()
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def pipeline(cluster: Cluster, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([MILLIVID, "pipeline", "--config", "smoke", "--until", "autoencoder", "--json", *overrides],
+                            env={**cluster.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(process: subprocess.Popen, timeout: float = 900) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-4000:]
+    return {**json.loads(out), "stderr": err}
+
+
+def stage(result: dict, name: str) -> dict:
+    """A stage's entry in `millivid pipeline --json` (the autoencoder's is by variant)."""
+    entry = result["stages"][name]
+    return entry["hierarchical"] if name == "autoencoder" else entry
+
+
+def stage_run(cluster: Cluster, run_id: str):
+    return cluster.client().get_run(run_id)
+
+
+def assert_each_step_once(cluster: Cluster, run_id: str, every: int, last: int) -> None:
+    """Every training metric has each log step exactly once, from the first to the last."""
+    client = cluster.client()
+    keys = [key for key in client.get_run(run_id).data.metrics if key.startswith("train/") and key != "train/wall_seconds_total"]
+    assert "train/loss" in keys or keys, keys
+    for key in keys:
+        steps = Counter(m.step for m in client.get_metric_history(run_id, key))
+        assert all(count == 1 for count in steps.values()), (key, steps)
+        if key.endswith("loss"):
+            assert sorted(steps) == list(range(every, last + 1, every)), (key, sorted(steps))
+
+
+def s3():
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], key="testing", secret="testing")
+
+
+def test_two_pipelines_at_once_train_on_both_nodes_and_hand_over_s3_uris(cluster, monkeypatch):
+    """Two pipelines at once, each training the autoencoder with 2 workers; MLflow on PostgreSQL
+    gets every step of both once; the ranks ran on different nodes; every output is an s3:// URI."""
+    first = pipeline(cluster, "compute.workers=2")
+    second = pipeline(cluster, "compute.workers=2", "autoencoder.train.lr=2e-3")
+    results = [finished(first), finished(second)]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", cluster.env["AWS_ENDPOINT_URL"])
+    fs = s3()
+    run_ids = set()
+    for result in results:
+        for name in ("data", "autoencoder"):
+            outputs = stage(result, name)["outputs"]
+            uris = [value for key, value in outputs.items() if key.endswith("_uri")]
+            assert uris and all(uri.startswith(f"{ROOT}/") for uri in uris), outputs  # nothing that lives on one node
+            assert all(fs.exists(uri) for uri in uris), outputs
+        run = stage_run(cluster, stage(result, "autoencoder")["run_id"])
+        run_ids.add(run.info.run_id)
+        assert run.info.status == "FINISHED"
+        nodes = {run.data.tags[f"millivid.ray_node.rank{rank}"] for rank in (0, 1)}
+        assert len(nodes) == 2, run.data.tags  # each node has one CPU: the two ranks cannot share one
+        assert_each_step_once(cluster, run.info.run_id, every=5, last=20)
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server to S3:
+        assert fs.exists(f"{BUCKET}/mlartifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/model/model.pt")
+    assert len(run_ids) == 2
+    assert fs.glob(f"{BUCKET}/storage/checkpoints/autoencoder-*/checkpoint_*/state.pt")  # Ray Train's checkpoints on S3
+
+
+def test_evaluation_tasks_spread_over_both_nodes(cluster):
+    """`compute.map_tasks`, which the evaluation stage splits its examples with, uses every node."""
+    code = ("import json, ray; from millivid_platform.compute import ensure_ray, map_tasks;"
+            "from millivid_platform.settings import load_settings; ensure_ray(load_settings());"
+            "nodes = map_tasks(lambda i: (__import__('time').sleep(2), ray.get_runtime_context().get_node_id())[1], list(range(4)));"
+            "print(json.dumps({'tasks': nodes, 'alive': [n['NodeID'] for n in ray.nodes() if n['Alive']]}))")
+    result = subprocess.run([sys.executable, "-c", code], env=cluster.env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    placed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(placed["tasks"]) == set(placed["alive"]) and len(placed["alive"]) == 2, placed
+
+
+def test_a_killed_node_resumes_training_in_the_same_run_with_every_step_once(cluster):
+    process = pipeline(cluster, "compute.workers=2", "autoencoder.train.steps=60", "autoencoder.train.lr=3e-3")
+    client = cluster.client()
+    deadline = time.time() + 600
+    run_id = None
+    while time.time() < deadline and process.poll() is None:  # wait for the first durable checkpoint's metrics
+        experiment = client.get_experiment_by_name("millivid")  # None until the pipeline creates it
+        runs = client.search_runs([experiment.experiment_id], "tags.`millivid.stage` = 'autoencoder' and attributes.status = 'RUNNING'") if experiment else []
+        published = [(run, client.get_metric_history(run.info.run_id, "train/published_step")) for run in runs]
+        ready = [run for run, history in published if history and max(m.step for m in history) >= 10]
+        if ready:
+            run_id = ready[0].info.run_id
+            break
+        time.sleep(1)
+    assert run_id, "training never published a checkpoint's metrics"
+    placed_before = {value for key, value in client.get_run(run_id).data.tags.items() if key.startswith("millivid.ray_node.rank")}
+    os.kill(local_cluster.raylet_pid(cluster.node), signal.SIGKILL)  # the second machine is gone
+    cluster.replace_node("node-replacement")
+    result = finished(process)
+    assert stage(result, "autoencoder")["run_id"] == run_id  # the same MLflow run finished
+    run = stage_run(cluster, run_id)
+    assert run.info.status == "FINISHED"
+    placed_after = {value for key, value in run.data.tags.items() if key.startswith("millivid.ray_node.rank")}
+    assert len(placed_after) == 2 and placed_after - placed_before, (placed_before, placed_after)  # restarted, on the new node
+    assert_each_step_once(cluster, run_id, every=5, last=60)
+
+
+def test_an_unreachable_object_store_fails_after_retries_with_a_clear_error(cluster):
+    dead = f"http://127.0.0.1:{local_cluster.free_port()}"
+    started = time.monotonic()
+    process = pipeline(cluster, "autoencoder.train.lr=4e-3",
+                       env={"AWS_ENDPOINT_URL": dead, "MLFLOW_S3_ENDPOINT_URL": dead, "MILLIVID_OBJECT_STORE_MAX_ATTEMPTS": "3"})
+    out, err = process.communicate(timeout=600)
+    assert process.returncode != 0
+    message = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert message and f"the object store at {dead} (AWS_ENDPOINT_URL)" in message[0], err[-3000:]
+    assert "after 3 attempts" in message[0] and "MILLIVID_STORAGE_ROOT" in message[0]
+    assert "Traceback" not in err
+    assert time.monotonic() - started < 300
+    client = cluster.client()  # it failed before creating anything: no run half-recorded
+    experiment = client.get_experiment_by_name("millivid")
+    labels = {run.data.tags.get("millivid.run_label", "") for run in client.search_runs([experiment.experiment_id])}
+    assert not any("4e-3" in label or "0.004" in label for label in labels), labels
