@@ -27,7 +27,7 @@ test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check millivid platform flows bench dashboards tests
+	$(VENV)/bin/ruff check millivid platform flows bench dashboards cli tests
 
 clean-workspace:
 	rm -rf workspace

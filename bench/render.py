@@ -182,8 +182,9 @@ def walk(game, chances: tuple[float, ...], rng: np.random.Generator, frames: int
     return restarts
 
 
-def tree_cpu_seconds() -> float:
-    """User + system CPU seconds of this process and every process below it, from /proc.
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """User + system CPU seconds of process `root` (default: this one) and every process below it,
+    from /proc.
 
     Children that ended and were waited for count through their parent's cutime/cstime, so the
     total never drops when a process in the tree exits.
@@ -199,7 +200,7 @@ def tree_cpu_seconds() -> float:
             continue
         parent[int(entry)] = int(fields[1])
         seconds[int(entry)] = sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    tree = {os.getpid()}
+    tree = {os.getpid() if root is None else root}
     while grown := {pid for pid, ppid in parent.items() if ppid in tree} - tree:
         tree |= grown
     return sum(seconds[pid] for pid in tree if pid in seconds)

@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.states import Failed, State
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from millivid_dashboards import report_stage
 from millivid_flows import run_page
 from millivid_flows.pipeline import run_label, run_until
 from millivid_platform import regression
@@ -58,6 +59,8 @@ def nightly_regression(params: RegressionParams = DEFAULT_REGRESSION) -> dict[st
         run_page.publish_pipeline_summary(settings, "nightly-regression", params.label, results)
         verdict = regression.gate(results, params.tolerances, params.baseline_group)
         run_page.publish_regression_table(settings, results["experiment_id"], verdict)
+        # the night's comparison site beside its baseline, also (above all) when the gate fails
+        report_stage.publish_site(settings, results["pipeline_run_id"], results["config_name"])
         log.info("nightly regression: %s: %s", verdict["status"], verdict["message"])
     if verdict["status"] == "failed":
         # an expected outcome, not a crash: the run ends Failed with the comparison as its message and

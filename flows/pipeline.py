@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
+from prefect import Flow, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled, State
 
+from millivid_dashboards import report_stage
 from millivid_flows import run_page
 from millivid_platform import (
     autoencoder_stage,
@@ -21,7 +22,6 @@ from millivid_platform import (
     diffusion_stage,
     evaluation_stage,
     preflight,
-    report_stage,
 )
 from millivid_platform.pipeline import (
     STAGES,
@@ -130,37 +130,31 @@ def run_flow(params: PipelineParams, until: Stage, flow_name: str) -> dict[str, 
         return results
 
 
-@flow(name="pipeline", flow_run_name=run_label, log_prints=True)
-def pipeline(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
-    """The whole experiment: data to report."""
-    return run_flow(params, "report", "pipeline")
+# The flows users run by hand, each the pipeline up to a stage: (flow name, last stage, description).
+# The description is the flow's docstring, shown in the Prefect UI and on its deployments.
+STAGE_FLOWS: tuple[tuple[str, Stage, str], ...] = (
+    ("pipeline", "report", "The whole experiment: data to report."),
+    ("prepare-data", "data", "Render the built-in world or import episodes into a sharded dataset."),
+    ("train-autoencoder", "autoencoder", "Train the hierarchical autoencoder (data from the cache or prepared first)."),
+    ("encode-latents", "encode", "Encode the dataset into per-level latents with the trained autoencoder."),
+    ("train-diffusion", "diffusion", "Train the diffusion model of each rollout method in `params.methods` on the latents."),
+    ("evaluate", "evaluate", "Evaluate the methods' rollouts: consistency and quality against rollout length."),
+)
 
 
-@flow(name="prepare-data", flow_run_name=run_label, log_prints=True)
-def prepare_data(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
-    """Render the built-in world or import episodes into a sharded dataset."""
-    return run_flow(params, "data", "prepare-data")
+def stage_flow(name: str, until: Stage, description: str) -> Flow:
+    """The flow `name`: `run_flow` up to `until`, importable as `name` with `_` for `-`.
+
+    Prefect records a served flow's entrypoint as its module and function `__qualname__`, so the
+    function is named after the module attribute it is bound to."""
+
+    def run(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
+        return run_flow(params, until, name)
+
+    run.__name__ = run.__qualname__ = name.replace("-", "_")
+    run.__doc__ = description
+    return flow(name=name, description=description, flow_run_name=run_label, log_prints=True)(run)
 
 
-@flow(name="train-autoencoder", flow_run_name=run_label, log_prints=True)
-def train_autoencoder(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
-    """Train the hierarchical autoencoder (data from the cache or prepared first)."""
-    return run_flow(params, "autoencoder", "train-autoencoder")
-
-
-@flow(name="encode-latents", flow_run_name=run_label, log_prints=True)
-def encode_latents(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
-    """Encode the dataset into per-level latents with the trained autoencoder."""
-    return run_flow(params, "encode", "encode-latents")
-
-
-@flow(name="train-diffusion", flow_run_name=run_label, log_prints=True)
-def train_diffusion(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
-    """Train the diffusion model of each rollout method in `params.methods` on the latents."""
-    return run_flow(params, "diffusion", "train-diffusion")
-
-
-@flow(name="evaluate", flow_run_name=run_label, log_prints=True)
-def evaluate(params: PipelineParams = DEFAULT_PARAMS) -> dict[str, Any] | State:
-    """Evaluate the methods' rollouts: consistency and quality against rollout length."""
-    return run_flow(params, "evaluate", "evaluate")
+BY_HAND: dict[str, Flow] = {name: stage_flow(name, until, description) for name, until, description in STAGE_FLOWS}
+pipeline, prepare_data, train_autoencoder, encode_latents, train_diffusion, evaluate = BY_HAND.values()

@@ -18,9 +18,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
 
+from millivid_dashboards.report_stage import SITE_FOLDER, flatten
 from millivid_platform import tracking
 from millivid_platform.pipeline import HEADLINE_KEYS
-from millivid_platform.report_stage import SITE_FOLDER, flatten
 from millivid_platform.settings import PlatformSettings
 from millivid_platform.stages import StageResult
 

@@ -20,17 +20,9 @@ def deployments() -> list:
     from prefect.schedules import Cron
 
     from millivid_flows.nightly import nightly_regression
-    from millivid_flows.pipeline import (
-        encode_latents,
-        evaluate,
-        pipeline,
-        prepare_data,
-        train_autoencoder,
-        train_diffusion,
-    )
+    from millivid_flows.pipeline import BY_HAND
 
-    by_hand = [pipeline, prepare_data, train_autoencoder, encode_latents, train_diffusion, evaluate]
-    served = [flow.to_deployment(name=SERVED, tags=["millivid"]) for flow in by_hand]
+    served = [flow.to_deployment(name=SERVED, tags=["millivid"]) for flow in BY_HAND.values()]
     served.append(nightly_regression.to_deployment(
         name=SERVED, tags=["millivid", "nightly"],
         schedules=[Cron(NIGHTLY_CRON, timezone=NIGHTLY_TIMEZONE)],

@@ -68,16 +68,8 @@ def train_variant(run: StageRun, config: ExperimentConfig, variant: str, data: S
     dataset_uri = data.outputs["dataset_uri"]
     lpips_status = Lpips(cfg.lpips.net, cfg.lpips.backbone, cfg.lpips.weights_path).status
     tracking.set_tags({"millivid.lpips_backbone": lpips_status.tag, "millivid.lpips_reason": lpips_status.reason}, run.run_id)
-    result = run_training(TrainingJob(
-        stage=run.stage,
-        make_task=functools.partial(make_task, cfg, config.data.size, dataset_uri),
-        train=cfg.train,
-        compute=config.compute,
-        checkpoint_root=run.checkpoint_root,
-        run_name=run.checkpoint_name,
-        mlflow_run_id=run.run_id,
-        tracking_uri=run.settings.resolved_tracking_uri,
-        deadline=run.deadline,
+    result = run_training(TrainingJob.for_stage(
+        run, functools.partial(make_task, cfg, config.data.size, dataset_uri), cfg.train, config.compute
     ))
     model = build_autoencoder(cfg.model, config.data.size)
     model.load_state_dict(result.state["model"])

@@ -2,8 +2,10 @@
 
 Local by default (`ray.init(num_cpus=N)`); `RAY_ADDRESS` points the same code at a cluster.
 A local cluster listens on 127.0.0.1 only (see `LOOPBACK_ONLY`).
-Ray replaces process signal handlers (Prefect's SIGTERM, TorchTrainer's SIGINT): every entry
-here restores them, so a cancelled flow run still stops cleanly.
+Ray starts when the first stage that computes on it runs (`ensure_ray` in `stages.execute`), so a
+pipeline whose stages are all cached never starts it. Ray replaces process signal handlers
+(Prefect's SIGTERM, TorchTrainer's SIGINT): every entry here restores them, so a cancelled flow run
+still stops cleanly.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,15 +36,19 @@ LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 @contextlib.contextmanager
 def preserved_signal_handlers() -> Iterator[None]:
-    saved = {}
-    for sig in _HANDLED_SIGNALS:
-        with contextlib.suppress(ValueError):  # only the main thread may read/set handlers
-            saved[sig] = signal.getsignal(sig)
+    """Put back the SIGINT/SIGTERM handlers that the code inside replaces (`ray.init`, `TorchTrainer.fit`).
+
+    Ray may start inside a running Prefect flow (at the first stage that computes), and Prefect's
+    SIGTERM handler is what ends a cancelled flow run cleanly. Handlers belong to the main thread:
+    elsewhere nothing can replace them, and nothing is saved.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in _HANDLED_SIGNALS} if in_main_thread else {}
     try:
         yield
     finally:
         for sig, handler in saved.items():
-            with contextlib.suppress(ValueError, TypeError):
+            if handler is not None:  # None: installed outside Python, so it cannot be set again from here
                 signal.signal(sig, handler)
 
 
@@ -55,7 +62,8 @@ def worker_env() -> dict[str, str]:
 
 
 def ensure_ray(settings: PlatformSettings) -> dict[str, Any]:
-    """Connect to `settings.ray_address` or start a local Ray with an explicit CPU count."""
+    """Connect to `settings.ray_address` or start a local Ray with an explicit CPU count; returns the
+    cluster's resources. Idempotent: every stage that runs calls it, and only the first one starts Ray."""
     if settings.uses_local_ray:
         for key, value in LOOPBACK_ONLY.items():
             os.environ.setdefault(key, value)  # before `import ray`, which reads it

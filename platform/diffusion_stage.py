@@ -64,16 +64,9 @@ def train_method(run: StageRun, config: ExperimentConfig, method: str, latents: 
     log_schedule(run, config, method)
     revisits = training_revisits(config, method, open_dataset(info.dataset_uri))
     log_once(run, {"data/revisit_clip_share": revisits.share, "data/revisit_frame_share": revisits.revisit_frames_share})
-    result = run_training(TrainingJob(
-        stage=run.stage,
-        make_task=functools.partial(make_task, config, method, info.latents_uri, info.autoencoder_uri),
-        train=config.diffusion.train,
-        compute=config.compute,
-        checkpoint_root=run.checkpoint_root,
-        run_name=run.checkpoint_name,
-        mlflow_run_id=run.run_id,
-        tracking_uri=run.settings.resolved_tracking_uri,
-        deadline=run.deadline,
+    result = run_training(TrainingJob.for_stage(
+        run, functools.partial(make_task, config, method, info.latents_uri, info.autoencoder_uri),
+        config.diffusion.train, config.compute,
     ))
     model = build_dit(info.model, info.channels, info.tokens_per_level, info.schedule().context_source)
     model.load_state_dict(result.state["model"])

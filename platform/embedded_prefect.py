@@ -49,7 +49,17 @@ def start(settings: PlatformSettings) -> None:
     )
     os.environ[DRIVER_VARIABLE] = str(os.getpid())
     with settings.setup_lock():
-        server.start()
+        try:
+            server.start()
+        except RuntimeError as err:  # Prefect's "Timed out while attempting to connect to ephemeral Prefect API server"
+            if "Timed out" not in str(err):
+                raise
+            from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as TIMEOUT
+
+            # TimeoutError is an OSError: the command line prints it as one `error:` line
+            raise TimeoutError(
+                f"Prefect's temporary server did not start within {TIMEOUT.value()} s (a busy machine?): "
+                f"set {TIMEOUT.name} higher, or run against a server (`millivid stack up`)") from None
 
 
 def watch(driver: int) -> None:

@@ -3,6 +3,7 @@
     params = PipelineParams(preset="smoke", overrides=["diffusion.train.steps=50"])
     with open_pipeline(settings, params) as (ctx, config):
         ...  # stages run with ctx; each gets a nested MLflow run
+    ctx, config = probe_context(settings, params)  # stages only ask the cache (`stages.CacheMiss`)
 
 `PipelineParams` is also the Prefect run form: its JSON schema offers the stages and the presets'
 methods as choices and only the configuration's keys as overrides, so the Prefect server refuses a
@@ -24,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, 
 
 from millivid.config import PRESETS, ExperimentConfig, config_hash, load_config
 from millivid_platform import object_store, tracking
-from millivid_platform.compute import ensure_ray
 from millivid_platform.settings import PlatformSettings
 from millivid_platform.stages import PipelineContext, StagePaused, StageResult, mark_paused
 
@@ -141,7 +141,8 @@ def pause_message(paused: StagePaused, params: PipelineParams) -> str:
 def open_pipeline(
     settings: PlatformSettings, params: PipelineParams, run_name: str = "pipeline"
 ) -> Iterator[tuple[PipelineContext, ExperimentConfig]]:
-    """Start Ray and the parent MLflow run; close the run with the pipeline's outcome.
+    """Start the parent MLflow run; close it with the pipeline's outcome. (Ray starts with the first
+    stage that runs: `stages.execute`.)
 
     The time limit counts from here: its deadline is fixed now and travels to every stage.
     Every run of the pipeline (parent and stages) is named `<what> · <params.label>` and carries
@@ -153,7 +154,6 @@ def open_pipeline(
     config = params.resolve()
     object_store.check_reachable(settings.resolved_storage_root)  # a store that is down: one clear error, now
     experiment_id = tracking.configure(settings)
-    ensure_ray(settings)
     run_tags = {
         "millivid.preset": params.preset if params.config is None else "none",
         "millivid.config_name": config.name,
@@ -178,6 +178,14 @@ def open_pipeline(
     mlflow.MlflowClient().set_terminated(parent, "FINISHED")
 
 
+def probe_context(settings: PlatformSettings, params: PipelineParams) -> tuple[PipelineContext, ExperimentConfig]:
+    """A context in which stages return what a run of `params` would reuse, recording nothing (no
+    parent run, no cached runs), or raise `CacheMiss` at the first stage that would run."""
+    config = params.resolve()
+    object_store.check_reachable(settings.resolved_storage_root)  # as open_pipeline: a store that is down, one error
+    return PipelineContext(settings, tracking.configure(settings), force=frozenset(params.force), probe=True), config
+
+
 def prefect_run_tags() -> dict[str, str]:
     """The Prefect flow run this pipeline runs in (and its page, with a Prefect server), for MLflow."""
     from prefect.runtime import flow_run
@@ -194,6 +202,17 @@ def prefect_run_tags() -> dict[str, str]:
 def log_headline_metrics(ctx: PipelineContext, evaluation: StageResult, methods: list[str]) -> dict[str, float]:
     """Put the evaluation's headline numbers on the pipeline's own run (the MLflow compare view's
     "effect" next to the params' "cause"); returns them as `<key>/<method>` -> value."""
+    metrics = headline_metrics(evaluation, methods)
+    holds = metrics.get("headline_holds")
+    tracking.log_metrics(metrics, step=0, run_id=ctx.parent_run_id)
+    tracking.set_tags({"millivid.headline": "n/a" if holds is None else "holds" if holds else "does not hold"},
+                      ctx.parent_run_id)
+    return metrics
+
+
+def headline_metrics(evaluation: StageResult, methods: list[str]) -> dict[str, float]:
+    """The evaluation's headline numbers as `<key>/<method>` -> value, and `headline_holds` (1 or 0)
+    when the summary has a verdict."""
     from millivid import storage
     from millivid_platform.evaluation_stage import summary_numbers
 
@@ -203,7 +222,4 @@ def log_headline_metrics(ctx: PipelineContext, evaluation: StageResult, methods:
     headline = summary.get("headline")
     if headline is not None:
         metrics["headline_holds"] = float(headline["holds"])
-    tracking.log_metrics(metrics, step=0, run_id=ctx.parent_run_id)
-    tracking.set_tags({"millivid.headline": "n/a" if headline is None else "holds" if headline["holds"] else "does not hold"},
-                      ctx.parent_run_id)
     return metrics

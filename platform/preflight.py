@@ -107,6 +107,11 @@ def report(where: str, lengths: Mapping[str, list[int]], wanted: list[Need], con
 
 def problem(need: Need, lengths: Mapping[str, list[int]], config: ExperimentConfig) -> str:
     episodes, imported = lengths[need.split], config.data.source == "import"
+    total = sum(len(lengths[split]) for split in SPLITS)
+    if not episodes and total < len(SPLITS):  # no split fractions can help: too few episodes to go round
+        more = "import more episodes" if imported else "raise data.episodes"
+        return (f"the {need.split} split has no episodes, and {need.purpose} needs one: the dataset has {total} "
+                f"episode(s) in all, fewer than its {len(SPLITS)} splits; {more}")
     if not episodes:
         more = "import more episodes or raise" if imported else "raise data.episodes or"
         split = "lower data.split.val / data.split.test" if need.split == "train" else f"data.split.{need.split}"

@@ -22,7 +22,7 @@ from millivid_platform.compute import LOOPBACK_ONLY
 from millivid_platform.settings import PlatformSettings
 
 HOST = "127.0.0.1"
-SERVED = "local"  # the name of every deployment the stack serves (`<flow>/local`, flows/serve.py)
+SERVED = "local"  # the name of every deployment the stack serves (`<flow>/local`)
 PROGRESS_SECONDS = 10.0  # how often `up` says it is still waiting for a service
 BIN = Path(sys.executable).parent
 
@@ -64,7 +64,9 @@ def mlflow_service(settings: PlatformSettings, port: int | None = None, store: s
     )
 
 
-def services(settings: PlatformSettings) -> list[Service]:
+def services(settings: PlatformSettings, served_module: str) -> list[Service]:
+    """MLflow, Prefect, a Ray head, and `python -m served_module` serving the deployments (the
+    command line names it: the flows sit above the platform, which starts them without importing them)."""
     prefect_url = f"http://{HOST}:{settings.stack_prefect_port}"
     ray_address = f"{HOST}:{settings.stack_ray_port}"
     client_env = client_environment(settings)
@@ -88,7 +90,7 @@ def services(settings: PlatformSettings) -> list[Service]:
         ),
         Service(
             "deployments",
-            [sys.executable, "-m", "millivid_flows.serve"],
+            [sys.executable, "-m", served_module],
             f"{prefect_url}/deployments",
             f"{prefect_url}/api/deployments/name/nightly-regression/{SERVED}",  # served last
             client_env,
@@ -129,13 +131,13 @@ def write_state(settings: PlatformSettings, running: list[Running]) -> None:
     tmp.replace(path)
 
 
-def up(settings: PlatformSettings, timeout: float = 180.0, echo=print) -> list[Running]:
-    """Start every service not already running; wait until each is healthy."""
+def up(settings: PlatformSettings, served_module: str, timeout: float = 180.0, echo=print) -> list[Running]:
+    """Start every service of `services(settings, served_module)` not already running; wait until each is healthy."""
     running = [r for r in read_state(settings) if alive(r.pid)]
     started = {r.name for r in running}
     logs = settings.workspace / "stack"
     logs.mkdir(parents=True, exist_ok=True)
-    for service in services(settings):
+    for service in services(settings, served_module):
         if service.name in started:
             echo(f"{service.name:>12}: already running (pid {next(r.pid for r in running if r.name == service.name)})")
             continue

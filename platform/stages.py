@@ -7,6 +7,11 @@ content hashes, strings only). A finished run with the same cache key short-circ
 an interrupted one is resumed in place (same MLflow run, same checkpoint folder). A body that
 stops at the pipeline's time limit raises `StagePaused`: its run is left KILLED and tagged
 `millivid.paused`, which makes it an interrupted run that the next pipeline run resumes.
+Ray starts only when a body that computes on it is about to run (not for `LOCAL_STAGES`): a
+pipeline whose every stage is cached never starts it.
+
+A context with `probe=True` asks the cache without doing or recording anything: `run_stage` returns
+the finished run's result (the keys computed exactly as for a real run) or raises `CacheMiss`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from millivid import storage
 from millivid.config import canonical_json
 from millivid_platform import caching, object_store, tracking
+from millivid_platform.compute import ensure_ray
 from millivid_platform.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,14 @@ log = logging.getLogger(__name__)
 TAG_CONFIG_NAME = "millivid.config_name"
 TAG_PAUSED = "millivid.paused"
 TAG_PAUSED_AT = "millivid.paused_at"
+
+# Stage families whose bodies run in this process only (rendering, encoding, the report site): a
+# run that redoes only these starts no Ray. Any other stage gets Ray before its body runs.
+LOCAL_STAGES = frozenset({"data", "encode", "report"})
+
+
+class CacheMiss(Exception):
+    """A probe met a stage that would run: not cached, forced, or interrupted and to be resumed."""
 
 
 class StagePaused(Exception):
@@ -52,6 +66,7 @@ class PipelineContext:
     config: Any = None  # the pipeline's whole resolved config: every stage run shows it as params
     run_label: str = ""  # what the pipeline runs (preset and overrides): the runs' names end with it
     run_tags: dict[str, str] = field(default_factory=dict)  # tags every run of the pipeline carries
+    probe: bool = False  # only ask the cache: run_stage records nothing and raises CacheMiss where work is due
 
     def forced(self, stage: str) -> bool:
         return stage in self.force or stage.split(":")[0] in self.force or "all" in self.force
@@ -107,18 +122,40 @@ def run_stage(
     body: Callable[[StageRun], dict[str, str]],
 ) -> StageResult:
     key = caching.cache_key(stage, config, upstream)
+    if ctx.probe:
+        return probed(ctx, stage, key)
     with caching.stage_lock(ctx.settings.workspace / "locks", key):
-        if not ctx.forced(stage):
-            done = caching.finished_run(ctx.experiment_id, key)
-            if done is not None and outputs_exist(caching.outputs_of(done)):
-                return record_cached(ctx, stage, key, config, done)
+        done = reusable_run(ctx, stage, key)
+        if done is not None:
+            return record_cached(ctx, stage, key, config, done)
         return execute(ctx, stage, key, config, upstream, body)
+
+
+def reusable_run(ctx: PipelineContext, stage: str, key: str) -> Any | None:
+    """The finished run of `key` whose outputs are still there, unless the stage is forced."""
+    if ctx.forced(stage):
+        return None
+    done = caching.finished_run(ctx.experiment_id, key)
+    return done if done is not None and outputs_exist(caching.outputs_of(done)) else None
+
+
+def probed(ctx: PipelineContext, stage: str, key: str) -> StageResult:
+    """What `run_stage` would reuse, read without the lock (a finished run never changes) and without
+    recording a cached run; `run_id` is the reused run's own."""
+    done = reusable_run(ctx, stage, key)
+    if done is None:
+        why = "forced" if ctx.forced(stage) else f"no finished run of cache key {key} with its outputs"
+        raise CacheMiss(f"{stage}: {why}")
+    log.info("%s: cached in run %s", stage, done.info.run_id)
+    return StageResult(stage, key, done.info.run_id, caching.outputs_of(done), cached=True, seconds=0.0)
 
 
 def execute(ctx: PipelineContext, stage: str, key: str, config: Any, upstream: dict[str, str],
             body: Callable[[StageRun], dict[str, str]]) -> StageResult:
     import mlflow
 
+    if stage.split(":")[0] not in LOCAL_STAGES:
+        ensure_ray(ctx.settings)  # before any run is recorded, so that a failed start leaves none
     client = mlflow.MlflowClient()
     interrupted = None if ctx.forced(stage) else caching.unfinished_run(ctx.experiment_id, key)
     if interrupted is not None:

@@ -26,7 +26,7 @@ import torch
 from millivid.schema import ComputeConfig, TrainConfig
 from millivid.training import Evaluation, Hooks, Task, fit, mean_across_ranks
 from millivid_platform.ray_metrics import record_progress
-from millivid_platform.stages import StagePaused
+from millivid_platform.stages import StagePaused, StageRun
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,22 @@ class TrainingJob:
     mlflow_run_id: str | None
     tracking_uri: str | None
     deadline: float | None = None  # time.time() at which training pauses (None: train to the end)
+
+    @classmethod
+    def for_stage(cls, run: StageRun, make_task: Callable[[], Task], train: TrainConfig,
+                  compute: ComputeConfig) -> TrainingJob:
+        """The job of a stage run: its checkpoints, MLflow run and deadline come from `run`."""
+        return cls(
+            stage=run.stage,
+            make_task=make_task,
+            train=train,
+            compute=compute,
+            checkpoint_root=run.checkpoint_root,
+            run_name=run.checkpoint_name,
+            mlflow_run_id=run.run_id,
+            tracking_uri=run.settings.resolved_tracking_uri,
+            deadline=run.deadline,
+        )
 
 
 @dataclass(frozen=True)

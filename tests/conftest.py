@@ -67,6 +67,29 @@ def settings(workspace: Path):
     return load_settings()
 
 
+@pytest.fixture(params=["local", "memory"])
+def storage_root(request, tmp_path):
+    """A folder URI that does not exist yet, on the local disk and on fsspec's in-memory filesystem
+    (one per test); removed afterwards."""
+    from millivid import storage
+
+    uri = str(tmp_path / "store") if request.param == "local" else f"memory://{tmp_path.name}/store"
+    yield uri
+    storage.remove(uri, recursive=True)
+
+
+@pytest.fixture(scope="module")
+def lpips():
+    """LPIPS with random backbone weights: no download, the same network shape as the real one."""
+    import warnings
+
+    from millivid.perceptual import Lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Lpips("alex", "random")
+
+
 @pytest.fixture
 def mlflow_store(settings, monkeypatch: pytest.MonkeyPatch):
     """MLflow on a fresh SQLite file in the test's workspace; yields the experiment id."""

@@ -1,7 +1,6 @@
 """The autoencoder task in the generic training loop, its evaluation and the batch encoder."""
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from millivid.ae.task import AutoencoderTask, level_probabilities, sample_levels
 from millivid.data.columns import DataError, frame_columns
 from millivid.data.config import SplitConfig
 from millivid.data.store import open_dataset, write_dataset
-from millivid.perceptual import Lpips
 from millivid.training import Hooks, fit, step_generator
 
 SIZE = 16
@@ -33,13 +31,6 @@ def config(steps=3, lpips_weight=0.05, variant="hierarchical", **train):
             "train": {"steps": steps, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "log_every": 1, **train},
         }
     )
-
-
-@pytest.fixture(scope="module")
-def lpips():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Lpips("alex", "random")
 
 
 @pytest.fixture(scope="module")

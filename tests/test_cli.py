@@ -4,8 +4,7 @@ import sys
 
 import pytest
 import torch
-
-from millivid_platform.cli import COMMANDS, build_parser, main
+from millivid_cli.main import COMMANDS, build_parser, main
 
 
 def subcommand_paths(parser, prefix=()):
@@ -29,13 +28,13 @@ def test_every_command_has_help(capsys):
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "millivid_platform.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "millivid_cli.main", "--help"], capture_output=True, text=True, check=True)
     assert "doctor" in out.stdout
 
 
 def test_module_entry_point_reports_command_errors_without_a_traceback(tmp_path):
     """`python -m` runs cli.py as a second module: its errors must still be the commands' errors."""
-    result = subprocess.run([sys.executable, "-m", "millivid_platform.cli", "data", "info", str(tmp_path / "nothing")],
+    result = subprocess.run([sys.executable, "-m", "millivid_cli.main", "data", "info", str(tmp_path / "nothing")],
                             capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {tmp_path / 'nothing'}: no manifest.json")
@@ -107,3 +106,10 @@ def test_bench_gpu_quick_checks_cuda_or_says_it_skipped(capsys):
         assert result["nccl"]["all_reduce"] == [1.5, 2.5]
     else:
         assert result == {"benchmark": "gpu", "cuda": False, "preset": "cpu", "skipped": "torch sees no CUDA device"}
+
+
+def test_ui_refuses_a_port_outside_the_tcp_range(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ui", "--port", "99999"])
+    assert exit_info.value.code == 2
+    assert "99999: a TCP port is between 1 and 65535" in capsys.readouterr().err

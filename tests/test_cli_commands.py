@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from millivid_platform.cli import build_parser
+from millivid_cli.main import build_parser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

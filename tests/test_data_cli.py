@@ -3,11 +3,11 @@ import json
 
 import numpy as np
 import pytest
+from millivid_cli.main import main
 from PIL import Image
 
 from millivid import storage
 from millivid.data.store import open_dataset
-from millivid_platform.cli import main
 
 
 @pytest.fixture

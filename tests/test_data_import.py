@@ -26,11 +26,10 @@ def write_npz(uri: str, **arrays: np.ndarray) -> None:
     storage.write_bytes(uri, buffer.getvalue())
 
 
-@pytest.fixture(params=["local", "memory"])
-def source(request, tmp_path):
-    uri = str(tmp_path / "src") if request.param == "local" else f"memory://import-{tmp_path.name}/src"
-    yield uri
-    storage.remove(uri, recursive=True)
+@pytest.fixture
+def source(storage_root):
+    """Where the episodes to import are written: on the local disk and on the in-memory filesystem."""
+    return storage_root
 
 
 def test_import_npz_episodes_with_resize_and_action_map(source, tmp_path):

@@ -25,11 +25,10 @@ def episodes(count: int, first_seed: int = 0) -> list[tuple[str, dict[str, np.nd
     return [(f"ep-{i}", episode(first_seed + i, 30 + 7 * i)) for i in range(count)]
 
 
-@pytest.fixture(params=["local", "memory"])
-def root(request, tmp_path):
-    uri = str(tmp_path / "ds") if request.param == "local" else f"memory://store-{tmp_path.name}/ds"
-    yield uri
-    storage.remove(uri, recursive=True)
+@pytest.fixture
+def root(storage_root):
+    """Where a dataset is written: on the local disk and on the in-memory filesystem."""
+    return storage_root
 
 
 def shard_files(uri: str) -> list[str]:

@@ -7,7 +7,6 @@ latent references (copy_revisited, context_mean, random_frames).
 
 import io
 import json
-import warnings
 
 import numpy as np
 import pyarrow.compute as pc
@@ -45,7 +44,6 @@ from millivid.eval.protocol import (
 )
 from millivid.eval.references import CONTEXT_MEAN, RANDOM_FRAMES, RandomFrames, standard_references
 from millivid.eval.tables import LATENT_MEMORY_SCHEMA, metric_matrix, read_parquet, where
-from millivid.perceptual import Lpips
 from millivid_dashboards.tables import consistency_table, latent_memory_table
 from millivid_platform.evaluation_stage import summary_numbers
 
@@ -55,13 +53,6 @@ C, R = CFG.context, CFG.rollout
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> EvalData:
     return write_eval_data(tmp_path_factory.mktemp("memory-data"))
-
-
-@pytest.fixture(scope="module")
-def lpips():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Lpips("alex", "random")
 
 
 def toy_reencode(finest: torch.Tensor) -> list[torch.Tensor]:

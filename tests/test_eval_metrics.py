@@ -2,7 +2,6 @@
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -15,19 +14,11 @@ from millivid.eval.fvd import STANDIN
 from millivid.eval.revisits import nearest_context_frames, revisit_mask, revisited_frames
 from millivid.eval.stats import bootstrap_mean
 from millivid.eval.summary import crossing, headline, jsonable, masked_mean, window_start
-from millivid.perceptual import Lpips
 from millivid.pose import YAW, X, camera_pose, view_distance
 from millivid.world.agent import Walker
 from millivid.world.config import WorldConfig
 from millivid.world.policies import trajectory
 from millivid.world.terrain import generate
-
-
-@pytest.fixture(scope="module")
-def lpips():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Lpips("alex", "random")
 
 
 def test_identical_frames_score_perfectly(lpips):

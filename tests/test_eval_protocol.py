@@ -8,7 +8,6 @@ the frames (mean-pooled 4x4 and 8x8 patches); decoding upsamples them back.
 import io
 import json
 import re
-import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +53,6 @@ from millivid.eval.references import (
 from millivid.eval.revisits import clip_revisit_share
 from millivid.eval.summary import crossing
 from millivid.eval.tables import CURVE_SCHEMA, ROW_SCHEMA, metric_matrix, read_parquet, where
-from millivid.perceptual import Lpips
 from millivid.pose import camera_pose
 from millivid.video import read_video
 from millivid_dashboards.tables import consistency_table, headline_section
@@ -109,13 +107,6 @@ def write_eval_data(root) -> EvalData:
     latents = ((name, toy_latents(arrays["frames"])) for name, arrays in episodes.items())
     write_dataset(str(root / "latents"), latents, latent_columns, kind="latents", splits=splits)
     return EvalData(frames, open_dataset(str(root / "latents")))
-
-
-@pytest.fixture(scope="module")
-def lpips():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Lpips("alex", "random")
 
 
 class Perfect:

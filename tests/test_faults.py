@@ -112,12 +112,26 @@ def prefect_servers_of(workspace: Path) -> list[int]:
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_a_prefect_server_too_slow_to_start_is_one_error_line(tmp_path):
+    """On a busy machine Prefect's temporary server may miss its start-up deadline: the command says
+    what happened and which setting to raise, without a traceback."""
+    env = {**os.environ, "MILLIVID_WORKSPACE": str(tmp_path / "workspace"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "PREFECT_API_URL"):
+        env.pop(key, None)
+    result = subprocess.run([sys.executable, "-m", "millivid_cli.main", "pipeline", "--config", "smoke", "--until", "data"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "error: Prefect's temporary server did not start within 0 s" in result.stderr
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_the_embedded_prefect_server_does_not_outlive_a_killed_driver(tmp_path):
     workspace = tmp_path / "workspace"
     env = {**os.environ, "MILLIVID_WORKSPACE": str(workspace)}
     for key in ("MLFLOW_TRACKING_URI", "PREFECT_HOME"):
         env.pop(key, None)
-    driver = subprocess.Popen([sys.executable, "-m", "millivid_platform.cli", "pipeline", "--config", "smoke"], env=env,
+    driver = subprocess.Popen([sys.executable, "-m", "millivid_cli.main", "pipeline", "--config", "smoke"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     left = []
     try:

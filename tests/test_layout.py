@@ -1,6 +1,8 @@
-"""The layout rules: `platform/` never shadows the standard module; science imports no platform libs."""
+"""The layout rules: `platform/` never shadows the standard module; science imports no platform
+libraries; the layers point one way (cli -> flows, dashboards, bench -> platform -> science)."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,18 +27,60 @@ def test_stdlib_platform_wins_from_repo_root():
     assert ours.startswith(str(ROOT / "platform"))
 
 
+def imported_modules(path: Path, module_strings: bool = False) -> list[str]:
+    """The modules `path` imports (absolute imports); with `module_strings`, also string constants
+    that are a dotted module name (what `python -m x` or `import_module("x.y")` is given)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+        elif module_strings and isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
+            names.append(node.value)
+    return names
+
+
 def platform_imports(paths) -> list[str]:
     """'file: module' for every import of a FORBIDDEN_IN_SCIENCE module in `paths`."""
+    return [f"{path.relative_to(ROOT)}: {name}" for path in paths for name in imported_modules(path)
+            if name.split(".")[0] in FORBIDDEN_IN_SCIENCE]
+
+
+# What each of the project's packages may import of the others: only what lies below it. bench
+# measures flows and dashboards; flows run the report stage (dashboards); nothing imports the CLI.
+LAYERS = {
+    "millivid": set(),
+    "millivid_platform": {"millivid"},
+    "millivid_dashboards": {"millivid", "millivid_platform"},
+    "millivid_flows": {"millivid", "millivid_platform", "millivid_dashboards"},
+    "millivid_bench": {"millivid", "millivid_platform", "millivid_dashboards", "millivid_flows"},
+    "millivid_cli": {"millivid", "millivid_platform", "millivid_dashboards", "millivid_flows", "millivid_bench"},
+}
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+FOLDERS = {"millivid": "millivid", "millivid_platform": "platform", "millivid_dashboards": "dashboards",
+           "millivid_flows": "flows", "millivid_bench": "bench", "millivid_cli": "cli"}
+
+
+def project_references(path: Path) -> set[str]:
+    """The project packages a module imports, or names as a module to run or import (`-m x`,
+    `importlib.import_module("x.y")`): string constants that are a project module's dotted name."""
+    return {name.split(".")[0] for name in imported_modules(path, module_strings=True)} & set(LAYERS)
+
+
+def test_every_layer_imports_only_the_layers_below_it():
     offenders = []
-    for path in paths:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in FORBIDDEN_IN_SCIENCE]
-    return offenders
+    for package, allowed in LAYERS.items():
+        for path in sorted((ROOT / FOLDERS[package]).rglob("*.py")):
+            offenders += [f"{path.relative_to(ROOT)} -> {other}" for other in project_references(path) - allowed - {package}]
+    assert offenders == []
+
+
+def test_the_layering_check_sees_imports_and_module_names(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text('import millivid_flows.pipeline\nfrom millivid_cli.main import main\nrun = ["-m", "millivid_bench.gpu"]\n'
+                      'text = "millivid_flows is a package"\n')
+    assert project_references(module) == {"millivid_flows", "millivid_cli", "millivid_bench"}
 
 
 def test_science_package_imports_no_platform_libraries():

@@ -1,21 +1,12 @@
 """PSNR, SSIM and the LPIPS wrapper: per-image values against known and hand-computed cases."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from millivid.metrics import SSIM_K1, SSIM_K2, lpips_distance, psnr, ssim
-from millivid.perceptual import Lpips
-
-
-@pytest.fixture(scope="module")
-def lpips():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Lpips("alex", "random")
 
 
 def test_psnr_identical_is_infinite_and_known_mse_gives_known_db():

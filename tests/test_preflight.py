@@ -9,12 +9,12 @@ import time
 
 import numpy as np
 import pytest
+from millivid_cli.main import main
 
 from millivid import storage
 from millivid.config import ConfigError, load_config
 from millivid.data.importers import import_dataset
 from millivid_platform import preflight
-from millivid_platform.cli import main
 
 
 def short_episodes(folder, count: int = 6, frames: int = 10) -> str:
@@ -43,7 +43,11 @@ def test_a_rendered_dataset_is_checked_from_the_config_alone():
     message = str(info.value)
     assert "data.episodes=1" in message and "(1 train, 0 val, 0 test episodes)" in message
     assert "the val split has no episodes, and the autoencoder's held-out evaluation needs one" in message
-    assert "raise data.episodes or data.split.val" in message
+    # no split fraction can give one episode to three splits: the hint says so, not "raise data.split.val"
+    assert "the dataset has 1 episode(s) in all, fewer than its 3 splits; raise data.episodes" in message
+    few = load_config("smoke", ["data.episodes=5", "data.split.val=0.0", "data.split.test=0.2"])
+    with pytest.raises(preflight.DatasetMismatch, match=r"raise data.episodes or data.split.val"):
+        preflight.check_config(few, "autoencoder")  # 5 episodes could fill every split: the fraction can help
     assert message.count("the val split has no episodes") == 1  # however many stages need it
 
     short = load_config("smoke", ["data.frames=30"])
@@ -100,7 +104,7 @@ def test_short_imported_episodes_stop_after_the_data_stage_without_a_traceback(t
     source = short_episodes(tmp_path / "src")
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "millivid_platform.cli", "pipeline", "--config", "smoke", "data.source=import",
+        [sys.executable, "-m", "millivid_cli.main", "pipeline", "--config", "smoke", "data.source=import",
          f"data.import_uri={source}"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr

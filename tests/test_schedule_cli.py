@@ -4,9 +4,8 @@ import json
 
 import pytest
 import yaml
+from millivid_cli.main import main
 from PIL import Image
-
-from millivid_platform.cli import main
 
 
 def run_json(capsys, argv):

@@ -3,11 +3,9 @@ import pytest
 from millivid import storage
 
 
-@pytest.fixture(params=["local", "memory"])
-def root(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "store")
-    return f"memory://millivid-test-{tmp_path.name}"
+@pytest.fixture
+def root(storage_root):
+    return storage_root
 
 
 def test_atomic_write_and_read(root):

@@ -125,6 +125,18 @@ def make_job(root: str, run_id: str | None, tracking_uri: str | None, workers: i
     )
 
 
+def test_a_stage_run_gives_its_job_the_checkpoints_mlflow_run_and_deadline(settings):
+    from millivid_platform.stages import StageRun
+    from millivid_platform.training import TrainingJob
+
+    run = StageRun(stage="diffusion:millivid", key="k1", run_id="r1", settings=settings, attempt="a1", deadline=12.5)
+    compute = ComputeConfig(precision="fp32")
+    job = TrainingJob.for_stage(run, LinearTask, train_config(), compute)
+    assert (job.stage, job.make_task, job.train, job.compute) == ("diffusion:millivid", LinearTask, train_config(), compute)
+    assert (job.checkpoint_root, job.run_name) == (run.checkpoint_root, "diffusion-millivid-k1-a1")
+    assert (job.mlflow_run_id, job.tracking_uri, job.deadline) == ("r1", settings.resolved_tracking_uri, 12.5)
+
+
 def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
     import mlflow
 

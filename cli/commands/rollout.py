@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from millivid_platform.cli import CommandError
+from millivid_cli.main import CommandError
 
 
 def register(parser: argparse.ArgumentParser) -> None:

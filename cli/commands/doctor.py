@@ -7,7 +7,7 @@ import platform as std_platform
 import sys
 from typing import Any
 
-from millivid_platform.cli import add_config_arguments, config_from_args, print_json
+from millivid_cli.main import add_config_arguments, config_from_args, print_result
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -63,10 +63,4 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = report(args)
-    if args.json:
-        print_json(result)
-        return 0
-    for key, value in result.items():
-        print(f"{key:>14}: {value}")
-    return 0
+    return print_result(report(args), args.json)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from millivid_platform.cli import CommandError, print_json
+from millivid_cli.main import CommandError, print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +26,14 @@ def run_report(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout stays the command's
     import mlflow
 
+    from millivid_dashboards import report_stage
     from millivid_dashboards.collect import (
         baseline_pipeline_run,
         latest_pipeline_runs,
         pipeline_run_id,
     )
     from millivid_dashboards.site import build_site
-    from millivid_platform import report_stage, tracking
+    from millivid_platform import tracking
     from millivid_platform.settings import load_settings
 
     settings = load_settings(**({"experiment": args.experiment} if args.experiment else {}))

@@ -6,8 +6,15 @@ import argparse
 import os
 
 
+def tcp_port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: a TCP port is between 1 and 65535")
+    return port
+
+
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, help="port to serve on (default: the stack's MLflow port, "
+    parser.add_argument("--port", type=tcp_port, help="port to serve on (default: the stack's MLflow port, "
                                                  "MILLIVID_STACK_MLFLOW_PORT, 5050)")
     parser.epilog = ("With MLFLOW_TRACKING_URI naming a server, or the local stack running, it prints that "
                      "server's address; otherwise it serves the workspace's store until stopped (Ctrl-C).")

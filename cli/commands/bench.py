@@ -7,7 +7,7 @@ import importlib
 import inspect
 import pkgutil
 
-from millivid_platform.cli import CommandError, print_json
+from millivid_cli.main import CommandError, print_json
 
 
 def available() -> list[str]:

@@ -11,9 +11,10 @@ level count (len(windows) or len(context)).
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
-import yaml
+from millivid_cli.main import CommandError, print_json
 from pydantic import TypeAdapter, ValidationError
 
 from millivid.config import (
@@ -29,7 +30,7 @@ from millivid.diffusion.schedules import (
     MilliVidScheduleConfig,
     ScheduleConfig,
 )
-from millivid_platform.cli import CommandError, print_json
+from millivid.geometry import LevelGeometry, geometry_problem
 
 KINDS = tuple(FAMILIES)
 GEOMETRY_KEYS = ("finest_tokens", "levels")
@@ -101,17 +102,17 @@ def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, int]]:
-    """(schedule field overrides, {finest_tokens/levels: int})."""
+    """(schedule field overrides, {finest_tokens/levels: int}); values parsed as the config loader does."""
     fields, geometry = [], {}
     for item in overrides:
-        key, _, text = item.partition("=")
-        if key.strip() not in GEOMETRY_KEYS:
+        key = item.partition("=")[0].strip()
+        if key not in GEOMETRY_KEYS:
             fields.append(item)
             continue
-        value = yaml.safe_load(text) if text else None
+        value = apply_overrides({}, [item]).get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"override {item!r}: {key.strip()} must be a positive integer")
-        geometry[key.strip()] = value
+            raise ConfigError(f"override {item!r}: {key} must be a positive integer")
+        geometry[key] = value
     return fields, geometry
 
 
@@ -134,22 +135,31 @@ def schedule_config(config: ExperimentConfig, name: str, fields: list[str]) -> S
 def level_tokens(
     config: ExperimentConfig, schedule: ScheduleConfig, geometry: dict[str, int]
 ) -> tuple[tuple[int, ...], str]:
-    """Tokens per level (finest first) and where they came from."""
+    """Tokens per level (finest first) and where they came from, as `millivid.geometry` counts them.
+
+    `finest_tokens=N` stands for an `n x n` token grid (N = n^2): a frame of `n x n` one-token patches."""
+    g = config.geometry
     if not geometry:
-        g = config.geometry
         return (
             g.tokens_per_level,
             f"config {config.name}: {g.size}x{g.size} frames, {g.patch}x{g.patch} patches, {g.levels} levels",
         )
-    finest = geometry.get("finest_tokens", config.geometry.tokens(0))
-    levels = geometry.get("levels") or own_levels(schedule) or config.geometry.levels
-    if finest % 4 ** (levels - 1):
-        raise ConfigError(
-            f"finest_tokens: {finest} tokens cannot be quartered {levels - 1} times for {levels} levels"
+    levels = geometry.get("levels") or own_levels(schedule) or g.levels
+    if "finest_tokens" not in geometry:
+        problem = geometry_problem(g.size, g.patch, levels)
+        if problem:
+            raise ConfigError(f"levels: {problem}")
+        return LevelGeometry(g.size, g.patch, levels).tokens_per_level, (
+            f"config {config.name}: {g.size}x{g.size} frames, {g.patch}x{g.patch} patches, levels={levels}"
         )
-    return tuple(
-        finest // 4**level for level in range(levels)
-    ), f"finest_tokens={finest}, levels={levels} (4x fewer per level)"
+    finest = geometry["finest_tokens"]
+    side = math.isqrt(finest)
+    if side * side != finest or geometry_problem(side, 1, levels):
+        raise ConfigError(
+            f"finest_tokens: {finest} tokens are not an n x n grid (n a power of two) that halves per side "
+            f"{levels - 1} times for {levels} levels"
+        )
+    return LevelGeometry(side, 1, levels).tokens_per_level, f"finest_tokens={finest}, levels={levels} (4x fewer per level)"
 
 
 def own_levels(schedule: ScheduleConfig) -> int | None:
@@ -161,11 +171,10 @@ def own_levels(schedule: ScheduleConfig) -> int | None:
     return None
 
 
-def resolve(args: argparse.Namespace) -> tuple[Any, ScheduleConfig, dict[str, Any]]:
+def resolve(args: argparse.Namespace, config: ExperimentConfig) -> tuple[Any, ScheduleConfig, dict[str, Any]]:
     """The Schedule named on the command line, its config, and the level geometry used."""
     from millivid.diffusion.schedule import ScheduleError, build_schedule
 
-    config = load_config(args.config)
     fields, geometry = split_overrides(args.overrides)
     chosen = schedule_config(config, args.name, fields)
     tokens, source = level_tokens(config, chosen, geometry)
@@ -181,7 +190,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, ScheduleConfig, dict[str, An
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    schedule, chosen, geometry = resolve(args)
+    schedule, chosen, geometry = resolve(args, load_config(args.config))
     result = {**schedule.describe(), "config": chosen.model_dump(mode="json"), "geometry": geometry}
     if args.json:
         print_json(result)
@@ -214,7 +223,7 @@ def run_draw(args: argparse.Namespace) -> int:
     from millivid.diffusion.schedule import ScheduleError
     from millivid.diffusion.schedule_draw import write_schedule_picture
 
-    schedule, _, _ = resolve(args)
+    schedule, _, _ = resolve(args, load_config(args.config))
     try:
         write_schedule_picture(schedule, args.out, frame_ms=args.frame_ms)
     except ScheduleError as err:
@@ -226,8 +235,9 @@ def run_draw(args: argparse.Namespace) -> int:
 def run_plan(args: argparse.Namespace) -> int:
     from millivid.diffusion.schedule import ScheduleError, describe_plan, plan_rollout
 
-    schedule, _, geometry = resolve(args)
-    evaluation = load_config(args.config).eval
+    config = load_config(args.config)
+    schedule, _, geometry = resolve(args, config)
+    evaluation = config.eval
     context = evaluation.context if args.context is None else args.context
     total = context + evaluation.rollout if args.total is None else args.total
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from millivid_platform.cli import CommandError, print_json
+from millivid_cli.main import CommandError, print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:

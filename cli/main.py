@@ -11,7 +11,7 @@ from typing import Any
 
 from millivid.config import ConfigError, ExperimentConfig, load_config
 
-# name -> (module under millivid_platform.commands, one-line help)
+# name -> (module under millivid_cli.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check the installation and show where services and data are"),
     "pipeline": ("pipeline", "run the experiment pipeline (data -> ... -> report) as a Prefect flow"),
@@ -45,13 +45,23 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+def print_result(result: dict[str, Any], as_json: bool, key_width: int = 14) -> int:
+    """A command's result: one JSON object with `--json`, else one right-aligned `key: value` line each."""
+    if as_json:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:>{key_width}}: {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="millivid", description="MilliVid experiment platform")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(f"millivid_platform.commands.{module}").register(command)
+        importlib.import_module(f"millivid_cli.commands.{module}").register(command)
     return parser
 
 
@@ -78,6 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # `python -m` runs this file as a second copy of the module, whose CommandError is not the one
     # the commands raise: run the imported module's main(), which catches it
-    from millivid_platform.cli import main as imported_main
+    from millivid_cli.main import main as imported_main
 
     sys.exit(imported_main())

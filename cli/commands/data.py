@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from millivid_cli.main import CommandError, print_result
+
 from millivid.world.policies import POLICIES
-from millivid_platform.cli import CommandError, print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -180,13 +181,7 @@ def summary(uri: str, verify: bool) -> dict[str, Any]:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    result = summary(args.uri, args.verify)
-    if args.json:
-        print_json(result)
-        return 0
-    for key, value in result.items():
-        print(f"{key:>16}: {value}")
-    return 0
+    return print_result(summary(args.uri, args.verify), args.json, key_width=16)
 
 
 def run_preview(args: argparse.Namespace) -> int:

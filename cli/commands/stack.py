@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 
-from millivid_platform.cli import CommandError, print_json
+from millivid_cli.main import CommandError, print_json
+
+SERVED_DEPLOYMENTS = "millivid_flows.serve"  # the module the stack runs to serve the `<flow>/local` deployments
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +32,7 @@ def run_up(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     try:
-        stack.up(settings, timeout=args.timeout, echo=functools.partial(print, flush=True))  # progress, also when piped
+        stack.up(settings, SERVED_DEPLOYMENTS, timeout=args.timeout, echo=functools.partial(print, flush=True))  # progress, also when piped
     except RuntimeError as err:
         raise CommandError(f"{err}\n(`millivid stack down` stops what did start)") from None
     print("\nstack is up. Point this shell at it with:\n")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from millivid_platform.cli import CommandError, add_config_arguments, config_from_args, print_json
-from millivid_platform.commands.pipeline import add_flow_arguments
+from millivid_cli.commands.pipeline import add_flow_arguments
+from millivid_cli.main import CommandError, add_config_arguments, config_from_args, print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run_flow(args: argparse.Namespace) -> int:
-    from millivid_platform.commands.pipeline import run as run_pipeline
+    from millivid_cli.commands.pipeline import run as run_pipeline
 
     return run_pipeline(args)
 
