@@ -72,7 +72,6 @@ def run(quick: bool = False) -> dict:
         with contextlib.redirect_stdout(sys.stderr):
             os.environ.update(local_cluster.ray_environment())  # before anything imports ray
             os.environ.pop("PREFECT_API_URL", None)  # Prefect's temporary server, in the folder
-            os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")  # 20 s: too short under load
             result = measure(quick, folder, cleanups)
     except BaseException:
         for name in ("moto", "mlflow", "ray-head", "ray-node", "ray-node-replacement"):

@@ -30,12 +30,15 @@ SERVER_APP = "prefect.server.api.server:create_app"  # in the command line of Pr
 DRIVER_VARIABLE = "MILLIVID_PREFECT_DRIVER"  # the server inherits the driver's environment, this too
 POLL_SECONDS = 1.0
 STOP_SECONDS = 5.0
+# Prefect's default (20 s) is too short on a loaded laptop: at load 6 on 2 cores it took longer.
+STARTUP_SECONDS = 120
 
 
 def start(settings: PlatformSettings) -> None:
     """Start the temporary server now, watched, unless flows go to a real server (or a test harness's)."""
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as STARTUP_TIMEOUT
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return
@@ -48,18 +51,25 @@ def start(settings: PlatformSettings) -> None:
         start_new_session=True,  # outlives signals sent to the driver's process group, to clean up after them
     )
     os.environ[DRIVER_VARIABLE] = str(os.getpid())
-    with settings.setup_lock():
+    with settings.setup_lock(), startup_budget(STARTUP_TIMEOUT):
         try:
             server.start()
         except RuntimeError as err:  # Prefect's "Timed out while attempting to connect to ephemeral Prefect API server"
             if "Timed out" not in str(err):
                 raise
-            from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as TIMEOUT
-
             # TimeoutError is an OSError: the command line prints it as one `error:` line
             raise TimeoutError(
-                f"Prefect's temporary server did not start within {TIMEOUT.value()} s (a busy machine?): "
-                f"set {TIMEOUT.name} higher, or run against a server (`millivid stack up`)") from None
+                f"Prefect's temporary server did not start within {STARTUP_TIMEOUT.value()} s (a busy machine?): "
+                f"set {STARTUP_TIMEOUT.name} higher, or run against a server (`millivid stack up`)") from None
+
+
+def startup_budget(setting) -> contextlib.AbstractContextManager:
+    """STARTUP_SECONDS for the server to come up, unless the user set Prefect's own `setting`."""
+    from prefect.settings import temporary_settings
+
+    if setting.name in os.environ:
+        return contextlib.nullcontext()
+    return temporary_settings(updates={setting: STARTUP_SECONDS})
 
 
 def watch(driver: int) -> None:

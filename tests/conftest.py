@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,30 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@contextlib.contextmanager
+def workspace_environment(folder: Path) -> Iterator[Path]:
+    """`folder` as the workspace (and its SQLite file as MLflow's store) for the code inside."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MILLIVID_WORKSPACE", str(folder))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def smoke_workspace(tmp_path_factory, ray_session, prefect_harness) -> Path:
+    """A workspace where the plain smoke pipeline has run once, so that every stage of `--config
+    smoke` is cached there. For the modules that need finished runs rather than a fresh workspace
+    (the cache, the command line, the report site): they add runs to it and promote baselines in
+    it, and never expect it to be empty. Enter it with `workspace_environment`."""
+    from millivid_flows.pipeline import pipeline
+    from millivid_platform.pipeline import PipelineParams
+
+    folder = tmp_path_factory.mktemp("smoke") / "workspace"
+    with workspace_environment(folder):
+        pipeline(PipelineParams(preset="smoke"))
+    return folder
 
 
 # Screenshots and other files a person looks at after the run: MILLIVID_TEST_ARTIFACTS or a folder

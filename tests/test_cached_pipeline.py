@@ -13,9 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import workspace_environment
 
-# Few training steps: the cache, not the training, is under test.
-OVERRIDES = ["autoencoder.train.steps=4", "diffusion.train.steps=4"]
 MILLIVID = str(Path(sys.executable).parent / "millivid")  # the console script users run
 
 
@@ -63,19 +62,15 @@ def test_signal_handlers_come_back_after_ray_replaced_them():
 def params():
     from millivid_platform.pipeline import PipelineParams
 
-    return PipelineParams(preset="smoke", overrides=OVERRIDES)
+    return PipelineParams(preset="smoke")  # what the session's smoke workspace ran
 
 
 @pytest.fixture(scope="module")
-def cached(tmp_path_factory, ray_session, prefect_harness):
-    """A workspace whose every stage is cached, and the results of the flow's cached (second) run."""
+def cached(smoke_workspace):
+    """A workspace whose every stage is cached, and the results of a cached run of the flow there."""
     from millivid_flows.pipeline import pipeline
 
-    folder = tmp_path_factory.mktemp("cached") / "workspace"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MILLIVID_WORKSPACE", str(folder))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        pipeline(params())
+    with workspace_environment(smoke_workspace) as folder:
         yield folder, pipeline(params())
 
 
@@ -117,7 +112,7 @@ def test_the_probe_finds_the_keys_and_outputs_the_cached_flow_run_reuses(cached)
 @pytest.mark.slow
 @pytest.mark.parametrize(("fields", "stage"), [
     ({"force": ["evaluate"]}, "evaluate: forced"),
-    ({"overrides": [*OVERRIDES, "eval.bootstrap=61"]}, "evaluate: no finished run"),
+    ({"overrides": ["eval.bootstrap=61"]}, "evaluate: no finished run"),
 ])
 def test_the_probe_stops_at_a_stage_that_would_run(cached, fields, stage):
     from millivid_cli.commands.pipeline import probe_stages
@@ -127,7 +122,7 @@ def test_the_probe_stops_at_a_stage_that_would_run(cached, fields, stage):
     from millivid_platform.stages import CacheMiss
 
     with pytest.raises(CacheMiss, match=stage):
-        probe_stages(load_settings(), PipelineParams(preset="smoke", **{"overrides": OVERRIDES, **fields}), "report")
+        probe_stages(load_settings(), PipelineParams(preset="smoke", **fields), "report")
 
 
 @pytest.mark.integration
@@ -138,7 +133,7 @@ def test_an_all_cached_command_starts_neither_ray_nor_prefect(cached, tmp_path):
     env.update(MILLIVID_WORKSPACE=str(folder), MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
                RAY_TMPDIR=str(tmp_path / "ray"), PREFECT_HOME=str(tmp_path / "prefect"))
     before = run_count()
-    result = subprocess.run([MILLIVID, "pipeline", "--config", "smoke", *OVERRIDES, "--json"], env=env,
+    result = subprocess.run([MILLIVID, "pipeline", "--config", "smoke", "--json"], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
@@ -164,7 +159,7 @@ def test_an_all_cached_command_prints_every_stage_and_that_no_work_was_needed(ca
 
     monkeypatch.setattr(embedded_prefect, "start", refuse)
     monkeypatch.setattr(stages, "ensure_ray", refuse)
-    assert main(["pipeline", "--config", "smoke", *OVERRIDES, "--until", "evaluate"]) == 0
+    assert main(["pipeline", "--config", "smoke", "--until", "evaluate"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0].strip() for line in lines[:6]] == ["data", "autoencoder", "encode", "diffusion",
                                                                   "evaluate", "metrics"]

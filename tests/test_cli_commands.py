@@ -99,8 +99,9 @@ def test_every_command_is_invoked():
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory, ray_session, prefect_harness):
-    """Where every invocation runs: one workspace, the session's Ray and Prefect, and files to import."""
+def shared(tmp_path_factory, smoke_workspace, ray_session):
+    """Where every invocation runs: the session's smoke workspace (the smoke pipeline cached), Ray
+    and Prefect, and files to import."""
     from prefect.settings import PREFECT_API_URL
 
     folder = tmp_path_factory.mktemp("cli")
@@ -109,8 +110,8 @@ def shared(tmp_path_factory, ray_session, prefect_harness):
         np.savez(buffer, video=np.full((12, 16, 16, 3), 60 * index, np.uint8), actions=np.zeros(12, int))
         (folder / "episodes").mkdir(exist_ok=True)
         (folder / "episodes" / f"ep{index}.npz").write_bytes(buffer.getvalue())
-    env = {**os.environ, "MILLIVID_WORKSPACE": str(folder / "workspace"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'workspace' / 'mlflow.db'}",
+    env = {**os.environ, "MILLIVID_WORKSPACE": str(smoke_workspace),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{smoke_workspace / 'mlflow.db'}",
            "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PREFECT_API_URL": PREFECT_API_URL.value()}
     return {"env": env, "values": {"tmp": str(folder)}}
 

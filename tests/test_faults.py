@@ -126,6 +126,20 @@ def test_a_prefect_server_too_slow_to_start_is_one_error_line(tmp_path):
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_temporary_server_gets_two_minutes_to_start_unless_the_user_says_otherwise(monkeypatch):
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as TIMEOUT
+
+    from millivid_platform.embedded_prefect import STARTUP_SECONDS, startup_budget
+
+    monkeypatch.delenv(TIMEOUT.name, raising=False)
+    with startup_budget(TIMEOUT):
+        assert TIMEOUT.value() == STARTUP_SECONDS == 120
+    monkeypatch.setenv(TIMEOUT.name, "7")  # Prefect reads it at start-up (test_a_prefect_server_too_slow_...)
+    before = TIMEOUT.value()
+    with startup_budget(TIMEOUT):
+        assert TIMEOUT.value() == before  # left alone
+
+
 def test_the_embedded_prefect_server_does_not_outlive_a_killed_driver(tmp_path):
     workspace = tmp_path / "workspace"
     env = {**os.environ, "MILLIVID_WORKSPACE": str(workspace)}

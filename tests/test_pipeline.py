@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import workspace_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -19,11 +20,9 @@ STAGES = {"data", "autoencoder", "encode", "diffusion:millivid", "diffusion:full
 
 @pytest.fixture(scope="module")
 def pipeline_workspace(tmp_path_factory, ray_session, prefect_harness):
-    """One workspace for the module: later tests rely on what earlier runs cached."""
-    folder = tmp_path_factory.mktemp("pipeline") / "workspace"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MILLIVID_WORKSPACE", str(folder))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    """A fresh workspace for the module (its first test runs every stage); later tests rely on what
+    earlier runs cached."""
+    with workspace_environment(tmp_path_factory.mktemp("pipeline") / "workspace") as folder:
         yield folder
 
 

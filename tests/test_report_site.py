@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+from conftest import workspace_environment
 
 from millivid_dashboards.config_diff import MISSING, differing_keys
 from millivid_dashboards.tables import verdict
@@ -43,18 +44,16 @@ def test_config_differences_name_every_key_that_differs():
 
 
 @pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory, ray_session, prefect_harness):
-    """Smoke pipelines in one workspace: the first (no revisit frames) promoted as the baseline; the
-    second with revisit frames and both autoencoders, whose report stage compares it with the first;
-    the third evaluates only the second's first example (its other stages cached)."""
+def smoke_runs(smoke_workspace):
+    """Smoke pipelines in one workspace: the first (no revisit frames; cached in the session's smoke
+    workspace) promoted as the baseline; the second with revisit frames and both autoencoders, whose
+    report stage compares it with the first; the third evaluates only the second's first example
+    (its other stages cached)."""
     from millivid_flows.pipeline import pipeline
     from millivid_platform import regression
     from millivid_platform.pipeline import PipelineParams
 
-    folder = tmp_path_factory.mktemp("report-site") / "workspace"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MILLIVID_WORKSPACE", str(folder))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    with workspace_environment(smoke_workspace), pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         baseline = pipeline(PipelineParams(preset="smoke"))
         regression.promote(baseline["evaluate"].run_id)

@@ -27,6 +27,7 @@ PREFECT_CLIENT = """
 import asyncio, json, sys
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import LogSort
 from prefect.deployments import run_deployment
 
 async def deployments():
@@ -40,9 +41,22 @@ async def deployments():
                 "work_pool": deployment.work_pool_name}
         return found
 
+async def all_logs(client, flow_run_id):
+    logs = []
+    while batch := await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                                          limit=200, offset=len(logs), sort=LogSort.TIMESTAMP_ASC):
+        logs += batch
+    return logs
+
 async def page(flow_run_id):
     async with get_client() as client:
-        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        # The flow's process ships its logs in batches and may still be sending them after its final
+        # state is set: read until the engine's last line ("Finished in state ...") is there.
+        for _ in range(120):
+            logs = await all_logs(client, flow_run_id)
+            if any(log.message.startswith("Finished in state") for log in logs):
+                break
+            await asyncio.sleep(0.5)
         artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
         return [log.message for log in logs], {a.key: a.data for a in artifacts}
 
