@@ -164,9 +164,11 @@ def postgres(folder: Path) -> Postgres:
     return Postgres(data, port, pg_bin, as_owner)
 
 
-def mlflow_server(folder: Path, store_uri: str, artifacts: str, env: dict[str, str]) -> tuple[str, Process]:
-    """An MLflow server over `store_uri` proxying artifacts to `artifacts` (e.g. s3://bucket/mlartifacts)."""
-    port = free_port()
+def mlflow_server(folder: Path, store_uri: str, artifacts: str, env: dict[str, str],
+                  port: int | None = None) -> tuple[str, Process]:
+    """An MLflow server over `store_uri` proxying artifacts to `artifacts` (e.g. s3://bucket/mlartifacts),
+    on `port` (a free one by default); returns its URL once it answers /health."""
+    port = port or free_port()
     process = start("mlflow", [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(port), "--backend-store-uri",
                                store_uri, "--artifacts-destination", artifacts, "--workers", "1"], folder,
                     {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})

@@ -82,12 +82,18 @@ class PipelineContext:
 
 
 @dataclass(frozen=True)
-class StageRun:
-    """What a stage body gets: where to log and where to write."""
+class StageIdentity:
+    """Which run of which stage: the stage's name (`diffusion:millivid`), its cache key, its MLflow run."""
 
     stage: str
     key: str
     run_id: str
+
+
+@dataclass(frozen=True)
+class StageRun(StageIdentity):
+    """What a stage body gets: where to log and where to write."""
+
     settings: PlatformSettings
     attempt: str  # changes when a stage is forced, so forced training starts from scratch
     deadline: float | None = None  # the pipeline's: training pauses there (raises StagePaused)
@@ -105,10 +111,9 @@ class StageRun:
 
 
 @dataclass(frozen=True)
-class StageResult:
-    stage: str
-    key: str
-    run_id: str
+class StageResult(StageIdentity):
+    """What a stage hands the next ones: its outputs (URIs and hashes), and whether it reused a run."""
+
     outputs: dict[str, str]
     cached: bool
     seconds: float  # time inside the stage body (0 when cached)

@@ -25,13 +25,20 @@ HEAD_IP, NODE_IP = "127.0.0.2", "127.0.0.3"
 
 
 class Cluster:
-    def __init__(self, folder, env, tracking_uri, head, node):
+    def __init__(self, folder, env, tracking_uri, head, node, mlflow, restart_mlflow):
         self.folder, self.env, self.tracking_uri, self.head, self.node = folder, env, tracking_uri, head, node
+        self.mlflow, self._start_mlflow = mlflow, restart_mlflow
 
     def replace_node(self, name: str) -> None:
         """A new machine in place of the lost one (what an autoscaler or a restarted VM does)."""
         self.node.stop()
         self.node = local_cluster.ray_node(self.folder, name, NODE_IP, 1, head_address=self.env["RAY_ADDRESS"])
+
+    def restart_mlflow(self, down_seconds: float) -> None:
+        """Stop the MLflow server, wait, start it again on the same port (and store); back once it answers."""
+        self.mlflow.stop()
+        time.sleep(down_seconds)
+        self.mlflow = self._start_mlflow()
 
     def client(self):
         import mlflow
@@ -50,9 +57,14 @@ def cluster(tmp_path_factory):
         postgres = local_cluster.postgres(folder)
         started.append(postgres)
         postgres.create_database("mlflow")
-        tracking_uri, mlflow_process = local_cluster.mlflow_server(folder, postgres.uri("mlflow"), f"s3://{BUCKET}/mlartifacts",
-                                                                   s3.environment())
-        started.append(mlflow_process)
+        mlflow_port = local_cluster.free_port()
+
+        def start_mlflow() -> local_cluster.Process:
+            return local_cluster.mlflow_server(folder, postgres.uri("mlflow"), f"s3://{BUCKET}/mlartifacts",
+                                               s3.environment(), port=mlflow_port)[1]
+
+        mlflow_process = start_mlflow()
+        tracking_uri = f"http://{local_cluster.HOST}:{mlflow_port}"
         port = local_cluster.free_port()
         head = local_cluster.ray_node(folder, "head", HEAD_IP, 1, port=port)
         started.append(head)
@@ -60,9 +72,10 @@ def cluster(tmp_path_factory):
         env = {**os.environ, **s3.environment(), **local_cluster.ray_environment(), "RAY_ADDRESS": f"{HEAD_IP}:{port}",
                "MLFLOW_TRACKING_URI": tracking_uri, "MILLIVID_STORAGE_ROOT": ROOT,
                "MILLIVID_WORKSPACE": str(folder / "workspace")}
-        result = Cluster(folder, env, tracking_uri, head, node)
+        result = Cluster(folder, env, tracking_uri, head, node, mlflow_process, start_mlflow)
         yield result
         result.node.stop()
+        result.mlflow.stop()
     finally:
         for process in reversed(started):
             process.stop()
@@ -147,23 +160,27 @@ def test_evaluation_tasks_spread_over_both_nodes(cluster):
     assert set(placed["tasks"]) == set(placed["alive"]) and len(placed["alive"]) == 2, placed
 
 
-def test_a_killed_node_resumes_training_in_the_same_run_with_every_step_once(cluster):
-    # enough steps that training is still under way when the node dies (60 could finish between the
-    # first published checkpoint and the kill on an idle machine)
-    process = pipeline(cluster, "compute.workers=2", "autoencoder.train.steps=200", "autoencoder.train.lr=3e-3")
+def training_run_under_way(cluster: Cluster, process: subprocess.Popen, timeout: float = 600) -> str:
+    """The id of the pipeline's autoencoder run, once its first durable checkpoint's metrics are in MLflow."""
     client = cluster.client()
-    deadline = time.time() + 600
-    run_id = None
-    while time.time() < deadline and process.poll() is None:  # wait for the first durable checkpoint's metrics
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
         experiment = client.get_experiment_by_name("millivid")  # None until the pipeline creates it
         runs = client.search_runs([experiment.experiment_id], "tags.`millivid.stage` = 'autoencoder' and attributes.status = 'RUNNING'") if experiment else []
         published = [(run, client.get_metric_history(run.info.run_id, "train/published_step")) for run in runs]
         ready = [run for run, history in published if history and max(m.step for m in history) >= 10]
         if ready:
-            run_id = ready[0].info.run_id
-            break
+            return ready[0].info.run_id
         time.sleep(1)
-    assert run_id, "training never published a checkpoint's metrics"
+    raise AssertionError("training never published a checkpoint's metrics")
+
+
+def test_a_killed_node_resumes_training_in_the_same_run_with_every_step_once(cluster):
+    # enough steps that training is still under way when the node dies (60 could finish between the
+    # first published checkpoint and the kill on an idle machine)
+    process = pipeline(cluster, "compute.workers=2", "autoencoder.train.steps=200", "autoencoder.train.lr=3e-3")
+    run_id = training_run_under_way(cluster, process)
+    client = cluster.client()
     placed_before = {value for key, value in client.get_run(run_id).data.tags.items() if key.startswith("millivid.ray_node.rank")}
     os.kill(local_cluster.raylet_pid(cluster.node), signal.SIGKILL)  # the second machine is gone
     cluster.replace_node("node-replacement")
@@ -174,6 +191,21 @@ def test_a_killed_node_resumes_training_in_the_same_run_with_every_step_once(clu
     placed_after = {value for key, value in run.data.tags.items() if key.startswith("millivid.ray_node.rank")}
     assert len(placed_after) == 2 and placed_after - placed_before, (placed_before, placed_after)  # restarted, on the new node
     assert_each_step_once(cluster, run_id, every=5, last=200)
+
+
+def test_an_mlflow_server_restart_mid_training_loses_no_step(cluster):
+    """The tracking server goes away for a while as rank 0 publishes metrics and the driver tags its
+    runs: MLflow's client retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES, with backoff) and the run
+    finishes in place with every step once; nothing is written twice when the server comes back."""
+    process = pipeline(cluster, "autoencoder.train.steps=150", "autoencoder.train.lr=5e-3")
+    run_id = training_run_under_way(cluster, process)
+    published = max(m.step for m in cluster.client().get_metric_history(run_id, "train/published_step"))
+    cluster.restart_mlflow(down_seconds=5)
+    assert published < 150, "training was over before the server went away: nothing was tested"
+    result = finished(process)
+    assert stage(result, "autoencoder")["run_id"] == run_id
+    assert stage_run(cluster, run_id).info.status == "FINISHED"
+    assert_each_step_once(cluster, run_id, every=5, last=150)
 
 
 def test_an_unreachable_object_store_fails_after_retries_with_a_clear_error(cluster):

@@ -190,7 +190,7 @@ def test_a_served_deployment_runs_and_the_uis_show_it(stack, test_artifacts):
         page.screenshot(path=test_artifacts / "mlflow-runs.png")
 
 
-def test_prefect_deploy_all_registers_work_pool_deployments_a_worker_runs(stack, tmp_path):
+def test_prefect_deploy_all_registers_work_pool_deployments_a_worker_runs_on_the_ray_cluster(stack, tmp_path):
     settings, _, client_env, _ = stack
 
     def prefect(*args: str) -> None:  # from elsewhere than the repository: prefect.yaml must not depend on it
@@ -209,12 +209,18 @@ def test_prefect_deploy_all_registers_work_pool_deployments_a_worker_runs(stack,
     worker = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "millivid"],
                               env={**client_env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, cwd=tmp_path,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        run = prefect_client(client_env, "run", "prepare-data/prepare-data", json.dumps({"params": {"preset": "smoke"}}))
+    try:  # a deployment that trains: on the stack's Ray cluster, which the worker's environment names
+        run = prefect_client(client_env, "run", "train-autoencoder/train-autoencoder", json.dumps({"params": {"preset": "smoke"}}))
     finally:
         stop_group(worker)
     assert run["state"] == "COMPLETED", (run, (tmp_path / "worker.log").read_text()[-3000:])
-    assert any(line.startswith("data: ") for line in run["logs"]), run["logs"]
+    assert any(line.startswith("autoencoder: done in ") for line in run["logs"]), run["logs"]
+    trained = mlflow_runs(settings)["autoencoder · smoke"]
+    assert trained.data.tags["millivid.prefect_flow_run"] == run["id"]
+    head = subprocess.run([sys.executable, "-c", "import ray; ray.init(); print(ray.get_runtime_context().get_node_id())"],
+                          env=client_env, capture_output=True, text=True, timeout=300)
+    assert head.returncode == 0, head.stderr[-3000:]
+    assert trained.data.tags["millivid.ray_node.rank0"] == head.stdout.split()[-1]  # the stack's Ray node trained it
 
 
 def test_pipeline_json_prints_one_document_on_stdout(stack):
