@@ -54,8 +54,12 @@ def headline_section(summary: Mapping[str, Any]) -> str:
     items = []
     for rival, entry in headline["against"].items():
         beats = "beats" if entry["beats"] else "does not beat"
+        contrast = entry.get("reach_contrast")  # summaries from before it existed have none
+        by_reach = (f"; within its reach {interval_cell(contrast['within_reach'])}, out of it "
+                    f"{interval_cell(contrast['out_of_reach'])}, difference {interval_cell(contrast['difference'])} "
+                    f"(below 0: memory, not rollout position)") if contrast else ""
         items.append(f"<li>{method} {beats} {html.escape(rival)} on revisit frames: LPIPS difference "
-                     f"{interval_cell(entry['revisit_lpips_difference'])}</li>")
+                     f"{interval_cell(entry['revisit_lpips_difference'])}{by_reach}</li>")
     quality = headline.get("quality_vs_full_res")
     if quality:
         worse = "not worse than" if quality["not_worse"] else "worse than"

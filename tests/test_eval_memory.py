@@ -262,3 +262,21 @@ def test_reencoded_levels_match_the_toy_codec():
     assert [tuple(level.shape) for level in levels] == [(2, 3, n, 3) for n in TOKENS]
     flat = toy_reencode(rearrange(finest, "b t n c -> (b t) n c"))
     torch.testing.assert_close(levels[2], rearrange(flat[2], "(b t) n c -> b t n c", b=2))
+
+
+def test_reach_contrast_separates_memory_from_rollout_position():
+    """Two examples, four revisit frames each: the first two within our reach (early), the last two out.
+    A rival that drifts like us scores the same margin on both: no memory. A margin that grows
+    within reach is memory. Without visibility there is nothing to contrast."""
+    from millivid.eval.config import EvalConfig
+    from millivid.eval.summary import reach_contrast
+
+    cfg = EvalConfig(bootstrap=200)
+    drift = np.array([[0.1, 0.2, 0.5, 0.6], [0.1, 0.2, 0.5, 0.6]])  # later frames are worse for everyone
+    ours = {"lpips": drift, "revisit": np.ones((2, 4)), "within_reach": np.array([[1.0, 1.0, 0.0, 0.0]] * 2)}
+    steady = reach_contrast(ours, {"lpips": drift + 0.05}, cfg)
+    assert steady["within_reach"]["mean"] == pytest.approx(-0.05) and steady["out_of_reach"]["mean"] == pytest.approx(-0.05)
+    assert steady["difference"]["mean"] == pytest.approx(0.0)
+    remembers = reach_contrast({**ours, "lpips": drift - np.array([0.1, 0.1, 0.0, 0.0])}, {"lpips": drift + 0.05}, cfg)
+    assert remembers["within_reach"]["mean"] == pytest.approx(-0.15) and remembers["difference"]["mean"] == pytest.approx(-0.1)
+    assert reach_contrast({**ours, "within_reach": np.full((2, 4), np.nan)}, {"lpips": drift}, cfg) is None

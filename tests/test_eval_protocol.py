@@ -343,12 +343,15 @@ def test_diffusion_method_rolls_out_from_the_context_latents(data, lpips):
 def test_report_states_the_headline_and_shows_every_baseline(comparison):
     *_, result, _ = comparison
     verdict = {"method": "perfect", "holds": False, "quality_vs_full_res": None,
-               "against": {CONTEXT_MEAN: {"revisit_lpips_difference": {"mean": -0.2, "ci_low": -0.3, "ci_high": -0.1}, "beats": True},
+               "against": {CONTEXT_MEAN: {"revisit_lpips_difference": {"mean": -0.2, "ci_low": -0.3, "ci_high": -0.1}, "beats": True,
+                                          "reach_contrast": {"within_reach": {"mean": -0.25, "ci_low": -0.4, "ci_high": -0.1},
+                                                             "out_of_reach": {"mean": -0.15}, "difference": {"mean": -0.1}}},
                            "late_noise": {"revisit_lpips_difference": {"mean": 0.1, "ci_low": -0.1, "ci_high": 0.3}, "beats": False}}}
     summary = {**result.summary, "headline": verdict}
     page = headline_section(summary) + consistency_table(summary)
     assert "headline claim for perfect: <b class='verdict-fails'>does not hold</b>" in page
     assert "perfect beats context_mean on revisit frames" in page and "perfect does not beat late_noise" in page
+    assert "within its reach -0.250 <small>[-0.400, -0.100]</small>, out of it -0.150, difference -0.100" in page
     assert all(f"<td>{name}</td>" in page for name in (CONTEXT_MEAN, NEAREST_POSE, RANDOM_FRAMES))
 
 

@@ -20,6 +20,9 @@ and copy_revisited.
 revisit frames than every other method, random frames and the context mean (paired per-example
 difference, 95% CI entirely below 0), and its video-distribution distance (FVD, else the
 stand-in) is not worse than full_res's (pooled over chunks).
+Against each rival it also gives the `reach_contrast`: the same paired difference on the revisit
+frames the headline method had within reach and on those out of its reach, and the difference of
+the two, which separates memory from rollout position (see `reach_contrast`).
 """
 
 from __future__ import annotations
@@ -239,7 +242,8 @@ def headline(values: dict[str, dict[str, np.ndarray]], distances: dict[str, dict
     against = {}
     for rival in rivals:
         difference = paired_lpips(values[ours], values[rival], cfg)["revisit_lpips"]
-        against[rival] = {"revisit_lpips_difference": difference, "beats": bool(difference["ci_high"] is not None and difference["ci_high"] < 0)}
+        against[rival] = {"revisit_lpips_difference": difference, "beats": bool(difference["ci_high"] is not None and difference["ci_high"] < 0),
+                          "reach_contrast": reach_contrast(values[ours], values[rival], cfg)}
     network = FVD if FVD in distances else STANDIN if STANDIN in distances else None
     quality = None
     if network is not None and FULL_RES in methods and ours != FULL_RES:
@@ -247,6 +251,23 @@ def headline(values: dict[str, dict[str, np.ndarray]], distances: dict[str, dict
         quality = {"network": network, ours: mine, FULL_RES: theirs, "not_worse": bool(mine <= theirs)}
     holds = bool(against) and all(entry["beats"] for entry in against.values()) and quality is not None and quality["not_worse"]
     return {"method": ours, "against": against, "quality_vs_full_res": quality, "holds": holds}
+
+
+def reach_contrast(ours: dict[str, np.ndarray], rival: dict[str, np.ndarray], cfg: EvalConfig) -> dict[str, Any] | None:
+    """Our LPIPS minus the rival's on the revisit frames we had within reach, and on those out of our
+    reach, paired per example; `difference` is the first minus the second (examples with both).
+
+    Within-reach revisit frames come earlier in a rollout, where every method has drifted less, so
+    our within-reach numbers alone mix memory with position. On the same frames position moves both
+    methods alike: memory shows as a margin larger within reach (`difference` below 0). None when
+    our rollouts do not say what they could see."""
+    known = ~np.isnan(ours["within_reach"])
+    if not known.any():
+        return None
+    revisit = ours["revisit"].astype(bool) & known
+    within = paired_difference(ours["lpips"], rival["lpips"], revisit & (ours["within_reach"] == 1))
+    out = paired_difference(ours["lpips"], rival["lpips"], revisit & (ours["within_reach"] == 0))
+    return {"within_reach": interval(within, cfg), "out_of_reach": interval(out, cfg), "difference": interval(within - out, cfg)}
 
 
 def quality_entry(found: ChunkDistances) -> dict[str, Any]:
