@@ -48,6 +48,9 @@ def check_methods(config: ExperimentConfig, methods: Sequence[str] | None) -> No
     if unknown:
         raise ConfigError(f"--methods: {', '.join(map(repr, unknown))} not in diffusion.methods of config "
                           f"{config.name!r}; choose from {', '.join(config.diffusion.methods)}")
+    repeated = sorted({name for name in methods or () if list(methods).count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--methods: {', '.join(map(repr, repeated))} given more than once")
 
 
 def needs(config: ExperimentConfig, until: str, methods: Sequence[str] | None = None) -> list[Need]:
@@ -77,6 +80,9 @@ def check_config(config: ExperimentConfig, until: str, methods: Sequence[str] | 
     """Everything the config alone decides: the methods asked for, where the data comes from, and
     for a rendered dataset (episode count, length and splits are settings) whether it will fit."""
     check_methods(config, methods)
+    if not config.diffusion.methods and STAGES.index(until) >= STAGES.index("diffusion"):
+        raise ConfigError(f"diffusion.methods of config {config.name!r} is empty: nothing to train or evaluate "
+                          f"(--until {until}); give at least one method")
     data = config.data
     if data.source == "import":
         if not storage.exists(data.import_uri):

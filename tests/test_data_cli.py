@@ -92,6 +92,31 @@ def test_import_and_render_never_replace_a_dataset_unasked(rendered, tmp_path, c
     assert open_dataset(rendered).episodes() == ["b"]
 
 
+def test_a_folder_of_other_files_is_never_written_into(rendered, tmp_path, capsys):
+    """Writing a dataset removes stray files from its `shards/`: a folder that holds files but no
+    dataset (a user's, or a dataset's own `shards/`) is refused, with or without --overwrite."""
+    buffer = io.BytesIO()
+    np.savez(buffer, video=np.full((6, 16, 16, 3), 9, np.uint8), actions=np.zeros(6, int))
+    storage.write_bytes(str(tmp_path / "src" / "b.npz"), buffer.getvalue())
+    (tmp_path / "mine" / "shards").mkdir(parents=True)
+    (tmp_path / "mine" / "shards" / "notes.txt").write_text("keep me")
+    for out in (tmp_path / "mine", f"{rendered}/shards"):
+        for flags in ([], ["--overwrite"]):
+            assert main(["data", "import", str(tmp_path / "src"), "--out", str(out), *flags]) == 1
+            assert f"{out}: holds files but no dataset (manifest.json)" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "shards" / "notes.txt").read_text() == "keep me"
+    assert main(["data", "render", "--out", str(tmp_path / "mine"), "--episodes", "1", "--frames", "4", "--size", "16"]) == 1
+    assert open_dataset(rendered).verify()
+
+
+@pytest.mark.parametrize("flag", ["--size", "--shard-frames"])
+def test_sizes_below_one_are_rejected_naming_the_flag(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exited:
+        main(["data", "import", str(tmp_path), "--out", str(tmp_path / "ds"), flag, "0"])
+    assert exited.value.code == 2
+    assert f"argument {flag}: 0: must be at least 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags", [["--val", "0.6", "--test", "0.6"], ["--val", "-0.1"]])
 def test_impossible_split_flags_are_rejected_naming_them(tmp_path, capsys, flags):
     assert main(["data", "import", str(tmp_path), "--out", str(tmp_path / "ds"), *flags]) == 2

@@ -36,6 +36,15 @@ def test_overrides_swallowed_by_methods_are_named():
         preflight.check_methods(load_config("smoke"), ["full_res", "diffusion.train.steps=10"])
 
 
+def test_a_method_given_twice_or_no_method_at_all_is_rejected():
+    with pytest.raises(ConfigError, match=r"--methods: 'millivid' given more than once"):
+        preflight.check_methods(load_config("smoke"), ["millivid", "full_res", "millivid"])
+    empty = load_config("smoke", ["diffusion.methods={}"])
+    preflight.check_config(empty, "encode")  # the stages before diffusion need no method
+    with pytest.raises(ConfigError, match=r"diffusion.methods of config 'smoke' is empty.*--until diffusion"):
+        preflight.check_config(empty, "diffusion")
+
+
 def test_a_rendered_dataset_is_checked_from_the_config_alone():
     one_episode = load_config("smoke", ["data.episodes=1"])
     with pytest.raises(preflight.DatasetMismatch) as info:

@@ -26,7 +26,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     render.add_argument("--size", type=int, help="frame side in pixels (a power of two)")
     render.add_argument("--hold", type=int, help="frames each action is held for")
     render.add_argument("--policy", choices=POLICIES, help="trajectories: return trips, 360 turns, revisits, wandering, or a mix")
-    render.add_argument("--shard-frames", type=int, dest="shard_frames", help="frames per Parquet shard")
+    render.add_argument("--shard-frames", type=at_least_one, dest="shard_frames", help="frames per Parquet shard")
     render.add_argument("--config", help="take the data defaults from a preset (smoke, cpu, paper) or YAML file")
     render.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.world.turn_degrees=15")
     render.set_defaults(handler=_user_errors(run_render))
@@ -35,9 +35,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     source.add_argument("source", metavar="SRC", help="folder or fsspec URI holding the episodes")
     source.add_argument("--out", required=True, help="dataset folder or fsspec URI")
     source.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out (atomically)")
-    source.add_argument("--size", type=int, help="resize frames (centre crop, area average) to this side")
+    source.add_argument("--size", type=at_least_one, help="resize frames (centre crop, area average) to this side")
     source.add_argument("--action-map", dest="action_map", default="", help="source:target action ids, e.g. 3:0,4:1")
-    source.add_argument("--shard-frames", type=int, dest="shard_frames", default=2048)
+    source.add_argument("--shard-frames", type=at_least_one, dest="shard_frames", default=2048, help="frames per Parquet shard")
     source.add_argument("--val", type=float, default=0.1, help="fraction of episodes for validation")
     source.add_argument("--test", type=float, default=0.2, help="fraction of episodes for test")
     source.add_argument("--split-seed", type=int, dest="split_seed", default=0)
@@ -108,13 +108,35 @@ def data_config(args: argparse.Namespace):
         raise ConfigError(describe_validation_error(err, "data options")) from None
 
 
-def run_render(args: argparse.Namespace) -> int:
-    from millivid.data.generate import render_dataset
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
+def check_out(uri: str, overwrite: bool) -> None:
+    """--out is a new or empty folder, or a dataset (replaced only with --overwrite); never a folder
+    holding other files, which writing a dataset there could delete (its `shards/`)."""
+    from millivid import storage
+    from millivid.data.columns import DataError
+    from millivid.data.manifest import MANIFEST_NAME
     from millivid.data.store import refuse_to_replace
 
+    if not overwrite:
+        refuse_to_replace(uri)
+    if storage.exists(storage.join(uri, MANIFEST_NAME)):
+        return
+    fs, path = storage.filesystem(uri)
+    if fs.isdir(path) and fs.ls(path, detail=False):
+        raise DataError(f"{uri}: holds files but no dataset ({MANIFEST_NAME}); write the dataset to a new or empty folder")
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from millivid.data.generate import render_dataset
+
     cfg = data_config(args)
-    if not args.overwrite:
-        refuse_to_replace(args.out)
+    check_out(args.out, args.overwrite)
     started = time.perf_counter()
     manifest = render_dataset(cfg, args.out, progress=progress_printer("rendered"))
     elapsed = time.perf_counter() - started
@@ -129,14 +151,12 @@ def run_import(args: argparse.Namespace) -> int:
     from millivid.config import ConfigError
     from millivid.data.config import SplitConfig
     from millivid.data.importers import import_dataset, parse_action_map
-    from millivid.data.store import refuse_to_replace
 
     try:
         split = SplitConfig(val=args.val, test=args.test, seed=args.split_seed)
     except ValidationError as err:
         raise ConfigError(f"--val {args.val:g} / --test {args.test:g}: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-    if not args.overwrite:
-        refuse_to_replace(args.out)
+    check_out(args.out, args.overwrite)
     manifest = import_dataset(
         args.source,
         args.out,
