@@ -98,7 +98,8 @@ def check_config(config: ExperimentConfig, until: str, methods: Sequence[str] | 
 def check_dataset(config: ExperimentConfig, uri: str, until: str, methods: Sequence[str] | None = None) -> None:
     manifest = load_manifest(uri)
     lengths = {split: [e.length for e in manifest.episodes if e.split == split] for split in SPLITS}
-    report(f"dataset {uri}", lengths, needs(config, until, methods), config)
+    origin = f" (imported from data.import_uri {config.data.import_uri})" if config.data.source == "import" else ""
+    report(f"dataset {uri}{origin}", lengths, needs(config, until, methods), config)
 
 
 def report(where: str, lengths: Mapping[str, list[int]], wanted: list[Need], config: ExperimentConfig) -> None:

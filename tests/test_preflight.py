@@ -80,7 +80,7 @@ def test_an_imported_dataset_is_checked_once_it_exists(tmp_path):
     with pytest.raises(preflight.DatasetMismatch) as info:
         preflight.check_dataset(config, uri, "diffusion")
     message = str(info.value)
-    assert message.startswith(f"dataset {uri} does not fit the stages that would run")
+    assert message.startswith(f"dataset {uri} (imported from data.import_uri {tmp_path / 'src'}) does not fit the stages that would run")
     assert "the longest train episode has 10 frames" in message and "import longer episodes" in message
 
 
