@@ -54,7 +54,7 @@ from millivid.ae.model import HierarchicalAutoencoder
 from millivid.ae.task import AutoencoderTask
 from millivid.config import ExperimentConfig, load_config
 from millivid.data.generate import render_dataset
-from millivid.data.store import open_dataset
+from millivid.data.reader import open_dataset
 from millivid.diffusion.dit import build_dit
 from millivid.eval.compare import evaluate_methods
 from millivid.eval.methods import DiffusionMethod

@@ -33,13 +33,9 @@ from millivid.data.clips import ClipLoader
 from millivid.data.columns import ColumnSpec, frame_columns
 from millivid.data.config import DataConfig
 from millivid.data.generate import render_episode
+from millivid.data.reader import check_shard_file, open_dataset
 from millivid.data.shards import from_arrow, to_arrow, unflatten
-from millivid.data.store import (
-    check_shard_file,
-    default_row_group_frames,
-    open_dataset,
-    write_dataset,
-)
+from millivid.data.writer import default_row_group_frames, write_dataset
 
 
 def best_seconds(fn, repeats: int) -> float:

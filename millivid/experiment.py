@@ -14,7 +14,7 @@ from typing import Any
 from millivid.config import ExperimentConfig
 from millivid.data.clips import StoreClips
 from millivid.data.columns import DataError
-from millivid.data.store import Dataset
+from millivid.data.reader import Dataset
 from millivid.diffusion.schedule import Schedule, budget_warnings
 from millivid.diffusion.task import DiffusionTask, Preview
 from millivid.eval.revisits import RevisitShare, clip_revisit_share

@@ -18,7 +18,7 @@ from millivid.ae.model import build_autoencoder
 from millivid.ae.task import AutoencoderTask, variant_config
 from millivid.config import ExperimentConfig
 from millivid.data.manifest import MANIFEST_NAME
-from millivid.data.store import open_dataset
+from millivid.data.reader import open_dataset
 from millivid.perceptual import Lpips
 from millivid_platform import tracking
 from millivid_platform.data_stage import progress_logger

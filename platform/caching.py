@@ -64,27 +64,24 @@ def cache_key(stage: str, config: Any, upstream: Mapping[str, str]) -> str:
 
 def finished_run(experiment_id: str, key: str) -> Any | None:
     """The most recent finished run that produced `key` (not a cached stand-in), or None."""
-    import mlflow
-
-    # The stand-ins carry the key too, and every cached rerun adds one: only the query can skip them all.
-    runs = mlflow.MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TAG_CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED' "
-        f"and tags.`{TAG_CACHED_FROM}` IS NULL",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    return latest_run(experiment_id, key, "attributes.status = 'FINISHED'")
 
 
 def unfinished_run(experiment_id: str, key: str) -> Any | None:
     """An interrupted run of `key` (killed, failed, or left running by a dead process), not a stand-in."""
+    return latest_run(experiment_id, key, "attributes.status != 'FINISHED'")
+
+
+def latest_run(experiment_id: str, key: str, status: str) -> Any | None:
+    """The most recent run of cache key `key` whose status matches the `status` filter clause.
+
+    The cached stand-ins carry the key too, and every cached rerun adds one: only the query can skip them all.
+    """
     import mlflow
 
     runs = mlflow.MlflowClient().search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TAG_CACHE_KEY}` = '{key}' and attributes.status != 'FINISHED' "
-        f"and tags.`{TAG_CACHED_FROM}` IS NULL",
+        filter_string=f"tags.`{TAG_CACHE_KEY}` = '{key}' and {status} and tags.`{TAG_CACHED_FROM}` IS NULL",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 from millivid import storage
 from millivid.data.columns import ColumnSpec
 from millivid.data.manifest import Split
+from millivid.data.reader import check_shard_once, load_manifest
 from millivid.data.shards import from_arrow
-from millivid.data.store import check_shard_once, load_manifest
 from millivid_platform.compute import pyarrow_filesystem
 
 

@@ -8,7 +8,7 @@ from millivid import storage
 from millivid.ae.checkpoint import load_autoencoder
 from millivid.ae.codec import LatentCodec
 from millivid.config import ExperimentConfig
-from millivid.data.store import open_dataset
+from millivid.data.reader import open_dataset
 from millivid.diffusion.checkpoint import RolloutModelInfo, save_rollout_model
 from millivid.diffusion.dit import build_dit
 from millivid.diffusion.schedule import budget_warnings

@@ -21,7 +21,7 @@ from millivid import storage
 from millivid.ae.checkpoint import load_autoencoder
 from millivid.ae.codec import LatentCodec
 from millivid.config import ExperimentConfig
-from millivid.data.store import open_dataset
+from millivid.data.reader import open_dataset
 from millivid.diffusion.checkpoint import load_rollout_model
 from millivid.eval.compare import SubsetResult, evaluate_subset, finish, merge_subsets
 from millivid.eval.methods import DiffusionMethod

@@ -1,6 +1,7 @@
 """A multi-node set-up on one machine, as the tests and `millivid bench scale` start it: Ray nodes
 (`ray start`, each with its own CPUs and temp dir), an S3-compatible server (moto, from the `dev`
-extra), PostgreSQL in a throwaway folder and an MLflow server on it with artifacts on S3.
+extra), PostgreSQL in a throwaway folder, an MLflow server on it with artifacts on S3 and a Prefect
+server on it.
 
 Every process runs in its own process group and is stopped by it. Ray nodes take distinct
 loopback addresses (127.0.0.2, 127.0.0.3, ...): Ray keeps a node on 127.0.0.1 only in its
@@ -130,8 +131,10 @@ class Postgres:
     bin: Path
     as_owner: list[str]
 
-    def uri(self, database: str) -> str:
-        return f"postgresql+psycopg2://millivid@{HOST}:{self.port}/{database}"  # SQLAlchemy 2.1 defaults to psycopg 3
+    def uri(self, database: str, driver: str = "psycopg2") -> str:
+        """SQLAlchemy URL of `database`: psycopg2 for MLflow (SQLAlchemy 2.1 defaults to psycopg 3),
+        asyncpg for Prefect's server."""
+        return f"postgresql+{driver}://millivid@{HOST}:{self.port}/{database}"
 
     def create_database(self, name: str) -> None:
         subprocess.run([str(self.bin / "createdb"), "-h", HOST, "-p", str(self.port), "-U", "millivid", name],
@@ -175,6 +178,19 @@ def mlflow_server(folder: Path, store_uri: str, artifacts: str, env: dict[str, s
     url = f"http://{HOST}:{port}"
     wait_for(lambda: http_ok(f"{url}/health"), process, "health answer", timeout=300)
     return url, process
+
+
+def prefect_server(folder: Path, database_uri: str, port: int | None = None) -> tuple[str, Process]:
+    """A Prefect server on 127.0.0.1 over `database_uri` (postgresql+asyncpg://..., as
+    infra/services/compose.yaml runs it), its home in `folder`; returns its API URL once it is healthy."""
+    port = port or free_port()
+    process = start("prefect", [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(port)], folder,
+                    {"PREFECT_HOME": str(folder / "prefect-home"), "PREFECT_API_URL": "",
+                     "PREFECT_API_DATABASE_CONNECTION_URL": database_uri, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                     "PREFECT_UI_ENABLED": "false"})
+    api = f"http://{HOST}:{port}/api"
+    wait_for(lambda: http_ok(f"{api}/health"), process, "health answer", timeout=300)
+    return api, process
 
 
 def ray_environment() -> dict[str, str]:

@@ -23,7 +23,7 @@ from millivid import storage
 from millivid.config import ConfigError, ExperimentConfig
 from millivid.data.generate import episode_id
 from millivid.data.manifest import SPLITS, Split, assign_splits
-from millivid.data.store import load_manifest
+from millivid.data.reader import load_manifest
 from millivid_platform.pipeline import STAGES
 
 

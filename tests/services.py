@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,75 @@ from pathlib import Path
 
 MILLIVID = str(Path(sys.executable).parent / "millivid")
 VIEWPORT = {"width": 1500, "height": 1000}
+
+
+# What a Prefect client does against a Prefect server, run in a process of its own (this one may
+# hold another Prefect API's settings): `deployments`, `run NAME PARAMS` or `create NAME PARAMS`.
+PREFECT_CLIENT = """
+import asyncio, json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import LogSort
+from prefect.deployments import run_deployment
+
+async def deployments():
+    async with get_client() as client:
+        found = {}
+        for deployment in await client.read_deployments():
+            flow = await client.read_flow(deployment.flow_id)
+            found[f"{flow.name}/{deployment.name}"] = {
+                "crons": [s.schedule.cron for s in deployment.schedules if hasattr(s.schedule, "cron")],
+                "schema": deployment.parameter_openapi_schema, "description": deployment.description,
+                "work_pool": deployment.work_pool_name}
+        return found
+
+async def all_logs(client, flow_run_id):
+    logs = []
+    while batch := await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                                          limit=200, offset=len(logs), sort=LogSort.TIMESTAMP_ASC):
+        logs += batch
+    return logs
+
+async def page(flow_run_id):
+    async with get_client() as client:
+        # The flow's process ships its logs in batches and may still be sending them after its final
+        # state is set: read until the engine's last line ("Finished in state ...") is there.
+        for _ in range(120):
+            logs = await all_logs(client, flow_run_id)
+            if any(log.message.startswith("Finished in state") for log in logs):
+                break
+            await asyncio.sleep(0.5)
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        return [log.message for log in logs], {a.key: a.data for a in artifacts}
+
+action = sys.argv[1]
+if action == "deployments":
+    print(json.dumps(asyncio.run(deployments())))
+elif action == "run":
+    flow_run = run_deployment(sys.argv[2], parameters=json.loads(sys.argv[3]), timeout=900)
+    logs, artifacts = asyncio.run(page(flow_run.id))
+    print(json.dumps({"id": str(flow_run.id), "name": flow_run.name, "state": flow_run.state.type.value,
+                      "message": flow_run.state.message, "logs": logs, "artifacts": artifacts}))
+elif action == "create":
+    try:
+        flow_run = run_deployment(sys.argv[2], parameters=json.loads(sys.argv[3]), timeout=0)
+        print(json.dumps({"created": str(flow_run.id)}))
+    except Exception as err:
+        print(json.dumps({"refused": f"{type(err).__name__}: {err}"}))
+"""
+
+
+def prefect_client(env: dict[str, str], *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", PREFECT_CLIENT, *args], env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def prefect_cli(env: dict[str, str], folder: Path, *args: str) -> None:
+    """The `prefect` command line, run in `folder` (not the repository: prefect.yaml must not depend on it)."""
+    result = subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, cwd=folder,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def free_port() -> int:

@@ -15,7 +15,8 @@ from millivid.ae.pyramid import image_pyramid
 from millivid.ae.task import AutoencoderTask, level_probabilities, sample_levels, variant_config
 from millivid.data.columns import DataError, frame_columns
 from millivid.data.config import SplitConfig
-from millivid.data.store import open_dataset, write_dataset
+from millivid.data.reader import open_dataset
+from millivid.data.writer import write_dataset
 from millivid.training import Hooks, fit, step_generator
 
 SIZE = 16

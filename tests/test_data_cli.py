@@ -7,7 +7,7 @@ from millivid_cli.main import main
 from PIL import Image
 
 from millivid import storage
-from millivid.data.store import open_dataset
+from millivid.data.reader import open_dataset
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ import pytest
 from millivid.data.clips import ClipLoader
 from millivid.data.columns import ColumnSpec, DataError, frame_columns
 from millivid.data.config import SplitConfig
-from millivid.data.store import open_dataset, write_dataset
+from millivid.data.reader import open_dataset
+from millivid.data.writer import write_dataset
 
 
 def counting_episode(first: int, length: int) -> dict[str, np.ndarray]:

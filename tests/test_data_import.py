@@ -8,7 +8,7 @@ from millivid import storage
 from millivid.data.columns import DataError
 from millivid.data.importers import import_dataset, parse_action_map, square
 from millivid.data.preview import video_bytes
-from millivid.data.store import open_dataset
+from millivid.data.reader import open_dataset
 
 
 def smooth_video(seed: int, length: int, side: int) -> np.ndarray:

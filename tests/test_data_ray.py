@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from millivid.data.columns import frame_columns
-from millivid.data.store import open_dataset, write_dataset
+from millivid.data.reader import open_dataset
+from millivid.data.writer import write_dataset
 
 
 @pytest.mark.integration

@@ -9,7 +9,8 @@ from millivid import storage
 from millivid.data.columns import ColumnSpec, DataError, frame_columns
 from millivid.data.config import SplitConfig
 from millivid.data.manifest import MANIFEST_NAME, SCHEMA_VERSION, assign_splits
-from millivid.data.store import DatasetWriter, open_dataset, write_dataset
+from millivid.data.reader import open_dataset
+from millivid.data.writer import DatasetWriter, write_dataset
 
 
 def episode(seed: int, length: int = 40, size: int = 8) -> dict[str, np.ndarray]:
@@ -121,6 +122,25 @@ def test_killed_writer_is_invisible_and_cleaned_up_by_next_write(root):
         open_dataset(fresh)
     manifest = write_dataset(root, episodes(1), frame_columns(8))
     assert set(shard_files(root)) == {s.path.rsplit("/", 1)[-1] for s in manifest.shards}
+
+
+def test_a_rewrite_removes_only_files_of_the_writers_naming(root, caplog):
+    old = write_dataset(root, episodes(3), frame_columns(8), shard_frames=40)
+    earlier = old.shards[0].path.rsplit("/", 1)[-1]
+    leftover = f".{earlier}{storage.TMP_MARK}{'0' * 32}"  # an interrupted atomic_open's temporary file
+    foreign = ["notes.txt", f"{earlier}.bak", f"x{earlier}", "0123456789ab-00000.parquet.tmp-1"]
+    for name in [leftover, *foreign]:
+        storage.write_bytes(storage.join(root, "shards", name), b"the user's")
+    with caplog.at_level("WARNING", logger="millivid.data.writer"):
+        manifest = write_dataset(root, episodes(2, first_seed=10), frame_columns(8))
+        write_dataset(root, episodes(2, first_seed=20), frame_columns(8))
+    listed = {s.path.rsplit("/", 1)[-1] for s in open_dataset(root).manifest.shards}
+    assert set(shard_files(root)) == listed | set(foreign)
+    assert not {s.path.rsplit("/", 1)[-1] for s in (*old.shards, *manifest.shards)} & listed
+    assert storage.read_bytes(storage.join(root, "shards", "notes.txt")) == b"the user's"
+    warned = [r.getMessage() for r in caplog.records if "left in place" in r.getMessage()]
+    named = [f"{storage.join(root, 'shards', name)}: not a shard file this writer names; left in place" for name in foreign]
+    assert sorted(warned) == sorted(named * 2)  # named by each of the two rewrites
 
 
 @pytest.mark.parametrize(
@@ -263,7 +283,7 @@ def test_process_killed_mid_write_leaves_old_dataset(tmp_path):
     script = textwrap.dedent(f"""
         import os, numpy as np
         from millivid.data.columns import frame_columns
-        from millivid.data.store import DatasetWriter
+        from millivid.data.writer import DatasetWriter
         writer = DatasetWriter({uri!r}, frame_columns(8), shard_frames=40)
         for i in range(3):
             writer.add(f"new-{{i}}", {{"frames": np.zeros((30, 8, 8, 3), np.uint8),
@@ -297,7 +317,7 @@ def test_failed_write_names_the_file_and_leaves_nothing_behind(tmp_path):
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         f"resource.setrlimit(resource.RLIMIT_FSIZE, (65536, {resource.RLIM_INFINITY}))\n"
         "from millivid.data.columns import frame_columns\n"
-        "from millivid.data.store import write_dataset\n"
+        "from millivid.data.writer import write_dataset\n"
         "rng = np.random.default_rng(0)\n"
         "frames = lambda: {'frames': rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),"
         " 'actions': np.zeros(40, np.int8), 'pose': np.zeros((40, 5), np.float32)}\n"

@@ -20,7 +20,8 @@ from PIL import Image
 from millivid.data.columns import ColumnSpec, DataError, frame_columns
 from millivid.data.config import DataConfig, SplitConfig
 from millivid.data.generate import render_dataset
-from millivid.data.store import open_dataset, write_dataset
+from millivid.data.reader import open_dataset
+from millivid.data.writer import write_dataset
 from millivid.diffusion.config import DiTConfig, SamplerConfig
 from millivid.diffusion.dit import build_dit
 from millivid.diffusion.schedule import build_schedule

@@ -4,6 +4,7 @@ a laptop, pointed at them by settings alone. Run alone with `make test ARGS="-m 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,9 +12,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from services import MILLIVID
+from services import MILLIVID, prefect_cli, prefect_client
 
 from millivid_platform import local_cluster
 
@@ -22,12 +25,13 @@ pytestmark = [pytest.mark.scale, pytest.mark.integration, pytest.mark.slow]
 BUCKET = "millivid"
 ROOT = f"s3://{BUCKET}/storage"
 HEAD_IP, NODE_IP = "127.0.0.2", "127.0.0.3"
+REPO = Path(__file__).resolve().parent.parent
 
 
 class Cluster:
-    def __init__(self, folder, env, tracking_uri, head, node, mlflow, restart_mlflow):
-        self.folder, self.env, self.tracking_uri, self.head, self.node = folder, env, tracking_uri, head, node
-        self.mlflow, self._start_mlflow = mlflow, restart_mlflow
+    def __init__(self, folder, env, tracking_uri, postgres, head, node, mlflow, restart_mlflow):
+        self.folder, self.env, self.tracking_uri, self.postgres = folder, env, tracking_uri, postgres
+        self.head, self.node, self.mlflow, self._start_mlflow = head, node, mlflow, restart_mlflow
 
     def replace_node(self, name: str) -> None:
         """A new machine in place of the lost one (what an autoscaler or a restarted VM does)."""
@@ -72,7 +76,7 @@ def cluster(tmp_path_factory):
         env = {**os.environ, **s3.environment(), **local_cluster.ray_environment(), "RAY_ADDRESS": f"{HEAD_IP}:{port}",
                "MLFLOW_TRACKING_URI": tracking_uri, "MILLIVID_STORAGE_ROOT": ROOT,
                "MILLIVID_WORKSPACE": str(folder / "workspace")}
-        result = Cluster(folder, env, tracking_uri, head, node, mlflow_process, start_mlflow)
+        result = Cluster(folder, env, tracking_uri, postgres, head, node, mlflow_process, start_mlflow)
         yield result
         result.node.stop()
         result.mlflow.stop()
@@ -120,30 +124,68 @@ def s3():
     return s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], key="testing", secret="testing")
 
 
-def test_two_pipelines_at_once_train_on_both_nodes_and_hand_over_s3_uris(cluster, monkeypatch):
-    """Two pipelines at once, each training the autoencoder with 2 workers; MLflow on PostgreSQL
-    gets every step of both once; the ranks ran on different nodes; every output is an s3:// URI."""
-    first = pipeline(cluster, "compute.workers=2")
-    second = pipeline(cluster, "compute.workers=2", "autoencoder.train.lr=2e-3")
-    results = [finished(first), finished(second)]
+@contextlib.contextmanager
+def prefect_worker(cluster: Cluster, folder: Path) -> Iterator[dict[str, str]]:
+    """A Prefect server on the cluster's PostgreSQL, a process work pool, prefect.yaml's
+    train-autoencoder deployment and a worker whose environment is the cluster's (as on a cluster
+    node: RAY_ADDRESS, MLFLOW_TRACKING_URI, MILLIVID_STORAGE_ROOT); yields the clients' environment."""
+    cluster.postgres.create_database("prefect")
+    api, server = local_cluster.prefect_server(folder, cluster.postgres.uri("prefect", driver="asyncpg"))
+    worker = None
+    try:
+        env = {**cluster.env, "PREFECT_API_URL": api}
+        prefect_cli(env, folder, "work-pool", "create", "millivid", "--type", "process")
+        prefect_cli(env, folder, "--no-prompt", "deploy", "--name", "train-autoencoder", "--prefect-file", str(REPO / "prefect.yaml"))
+        worker = local_cluster.start("prefect-worker", [str(local_cluster.BIN / "prefect"), "worker", "start", "--pool", "millivid"],
+                                     folder, {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"})
+        yield env
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                process.stop()
+
+
+def stage_runs_of_flow_run(cluster: Cluster, flow_run_id: str) -> dict[str, object]:
+    """The MLflow stage runs a Prefect flow run made, by stage."""
+    client = cluster.client()
+    experiment = client.get_experiment_by_name("millivid")
+    runs = client.search_runs([experiment.experiment_id], f"tags.`millivid.prefect_flow_run` = '{flow_run_id}'")
+    return {run.data.tags["millivid.stage"]: run for run in runs if "millivid.stage" in run.data.tags}
+
+
+def test_a_cli_pipeline_and_a_worker_deployment_at_once_train_on_both_nodes_and_hand_over_s3_uris(cluster, tmp_path, monkeypatch):
+    """At once: `millivid pipeline` from the command line, and prefect.yaml's train-autoencoder
+    deployment run by a Prefect worker (Prefect server on PostgreSQL) — each training the autoencoder
+    with 2 workers on the Ray cluster. MLflow on PostgreSQL gets every step of both once; the ranks ran
+    on different nodes; every output is an s3:// URI."""
+    from_cli = pipeline(cluster, "compute.workers=2")
+    with prefect_worker(cluster, tmp_path) as env:
+        flow_run = prefect_client(env, "run", "train-autoencoder/train-autoencoder",
+                                  json.dumps({"params": {"preset": "smoke", "overrides": ["compute.workers=2", "autoencoder.train.lr=2e-3"]}}))
+    assert flow_run["state"] == "COMPLETED", (flow_run, (tmp_path / "prefect-worker.log").read_text()[-3000:])
+    from_worker = stage_runs_of_flow_run(cluster, flow_run["id"])
+    assert set(from_worker) >= {"data", "autoencoder"}, from_worker
+    cli_result = finished(from_cli)
+    outputs = {("cli", name): stage(cli_result, name)["outputs"] for name in ("data", "autoencoder")}
+    outputs |= {("worker", name): json.loads(from_worker[name].data.tags["millivid.outputs"]) for name in ("data", "autoencoder")}
     monkeypatch.setenv("AWS_ENDPOINT_URL", cluster.env["AWS_ENDPOINT_URL"])
     fs = s3()
-    run_ids = set()
-    for result in results:
-        for name in ("data", "autoencoder"):
-            outputs = stage(result, name)["outputs"]
-            uris = [value for key, value in outputs.items() if key.endswith("_uri")]
-            assert uris and all(uri.startswith(f"{ROOT}/") for uri in uris), outputs  # nothing that lives on one node
-            assert all(fs.exists(uri) for uri in uris), outputs
-        run = stage_run(cluster, stage(result, "autoencoder")["run_id"])
-        run_ids.add(run.info.run_id)
+    for where, stage_outputs in outputs.items():
+        uris = [value for key, value in stage_outputs.items() if key.endswith("_uri")]
+        assert uris and all(uri.startswith(f"{ROOT}/") for uri in uris), (where, stage_outputs)  # nothing that lives on one node
+        assert all(fs.exists(uri) for uri in uris), (where, stage_outputs)
+    run_ids = {stage(cli_result, "autoencoder")["run_id"], from_worker["autoencoder"].info.run_id}
+    assert len(run_ids) == 2
+    for run_id in run_ids:
+        run = stage_run(cluster, run_id)
         assert run.info.status == "FINISHED"
         nodes = {run.data.tags[f"millivid.ray_node.rank{rank}"] for rank in (0, 1)}
         assert len(nodes) == 2, run.data.tags  # each node has one CPU: the two ranks cannot share one
         assert_each_step_once(cluster, run.info.run_id, every=5, last=20)
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server to S3:
         assert fs.exists(f"{BUCKET}/mlartifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/model/model.pt")
-    assert len(run_ids) == 2
+    params = stage_run(cluster, from_worker["autoencoder"].info.run_id).data.params
+    assert float(params["autoencoder.train.lr"]) == 2e-3, {key: value for key, value in params.items() if "lr" in key}
     assert fs.glob(f"{BUCKET}/storage/checkpoints/autoencoder-*/checkpoint_*/state.pt")  # Ray Train's checkpoints on S3
 
 

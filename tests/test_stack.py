@@ -14,74 +14,21 @@ from pathlib import Path
 
 import pytest
 from processes import beyond_loopback, descendants, listening, stop_group
-from services import MILLIVID, browser_page, fetch, free_port, hide_mlflow_assistant, millivid_ui
+from services import (
+    MILLIVID,
+    browser_page,
+    fetch,
+    free_port,
+    hide_mlflow_assistant,
+    millivid_ui,
+    prefect_cli,
+    prefect_client,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 FLOWS = {"pipeline", "prepare-data", "train-autoencoder", "encode-latents", "train-diffusion", "evaluate", "nightly-regression"}
-
-# What a Prefect client does against the stack, run in a process of its own (this one may hold
-# another Prefect API's settings): `deployments`, `run NAME PARAMS` or `create NAME PARAMS`.
-PREFECT_CLIENT = """
-import asyncio, json, sys
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
-from prefect.client.schemas.sorting import LogSort
-from prefect.deployments import run_deployment
-
-async def deployments():
-    async with get_client() as client:
-        found = {}
-        for deployment in await client.read_deployments():
-            flow = await client.read_flow(deployment.flow_id)
-            found[f"{flow.name}/{deployment.name}"] = {
-                "crons": [s.schedule.cron for s in deployment.schedules if hasattr(s.schedule, "cron")],
-                "schema": deployment.parameter_openapi_schema, "description": deployment.description,
-                "work_pool": deployment.work_pool_name}
-        return found
-
-async def all_logs(client, flow_run_id):
-    logs = []
-    while batch := await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                                          limit=200, offset=len(logs), sort=LogSort.TIMESTAMP_ASC):
-        logs += batch
-    return logs
-
-async def page(flow_run_id):
-    async with get_client() as client:
-        # The flow's process ships its logs in batches and may still be sending them after its final
-        # state is set: read until the engine's last line ("Finished in state ...") is there.
-        for _ in range(120):
-            logs = await all_logs(client, flow_run_id)
-            if any(log.message.startswith("Finished in state") for log in logs):
-                break
-            await asyncio.sleep(0.5)
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-        return [log.message for log in logs], {a.key: a.data for a in artifacts}
-
-action = sys.argv[1]
-if action == "deployments":
-    print(json.dumps(asyncio.run(deployments())))
-elif action == "run":
-    flow_run = run_deployment(sys.argv[2], parameters=json.loads(sys.argv[3]), timeout=900)
-    logs, artifacts = asyncio.run(page(flow_run.id))
-    print(json.dumps({"id": str(flow_run.id), "name": flow_run.name, "state": flow_run.state.type.value,
-                      "message": flow_run.state.message, "logs": logs, "artifacts": artifacts}))
-elif action == "create":
-    try:
-        flow_run = run_deployment(sys.argv[2], parameters=json.loads(sys.argv[3]), timeout=0)
-        print(json.dumps({"created": str(flow_run.id)}))
-    except Exception as err:
-        print(json.dumps({"refused": f"{type(err).__name__}: {err}"}))
-"""
-
-
-def prefect_client(env: dict[str, str], *args: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", PREFECT_CLIENT, *args], env=env, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
 
 def mlflow_runs(settings) -> dict[str, object]:
     """The stack's MLflow runs by name (latest first)."""
@@ -193,13 +140,8 @@ def test_a_served_deployment_runs_and_the_uis_show_it(stack, test_artifacts):
 def test_prefect_deploy_all_registers_work_pool_deployments_a_worker_runs_on_the_ray_cluster(stack, tmp_path):
     settings, _, client_env, _ = stack
 
-    def prefect(*args: str) -> None:  # from elsewhere than the repository: prefect.yaml must not depend on it
-        result = subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=client_env, cwd=tmp_path,
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    prefect("work-pool", "create", "millivid", "--type", "process")
-    prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(REPO / "prefect.yaml"))
+    prefect_cli(client_env, tmp_path, "work-pool", "create", "millivid", "--type", "process")
+    prefect_cli(client_env, tmp_path, "--no-prompt", "deploy", "--all", "--prefect-file", str(REPO / "prefect.yaml"))
     deployments = prefect_client(client_env, "deployments")
     assert {f"{flow}/{flow}" for flow in FLOWS} | {f"{flow}/local" for flow in FLOWS} <= set(deployments)  # neither replaced
     assert deployments["prepare-data/prepare-data"]["work_pool"] == "millivid"

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from millivid.data.clips import ClipLoader
 from millivid.data.config import DataConfig
 from millivid.data.generate import render_dataset, render_episode
-from millivid.data.store import open_dataset
+from millivid.data.reader import open_dataset
 from millivid.pose import PITCH, YAW, X, Y, Z, camera_pose
 from millivid.world.agent import FORWARD, LEFT, RIGHT, Body, Walker
 from millivid.world.blocks import WOOL_COLOURS, Block

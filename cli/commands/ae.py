@@ -45,7 +45,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from millivid.ae.evaluate import compare_variants
     from millivid.ae.figures import comparison_figure
     from millivid.ae.frames import StoreFrames
-    from millivid.data.store import open_dataset
+    from millivid.data.reader import open_dataset
     from millivid.perceptual import Lpips
     from millivid_platform import embedded_prefect
     from millivid_platform.artifacts import resolve_output

@@ -121,7 +121,7 @@ def check_out(uri: str, overwrite: bool) -> None:
     from millivid import storage
     from millivid.data.columns import DataError
     from millivid.data.manifest import MANIFEST_NAME
-    from millivid.data.store import refuse_to_replace
+    from millivid.data.writer import refuse_to_replace
 
     if not overwrite:
         refuse_to_replace(uri)
@@ -172,7 +172,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def summary(uri: str, verify: bool) -> dict[str, Any]:
     from millivid.data.manifest import SPLITS
-    from millivid.data.store import open_dataset
+    from millivid.data.reader import open_dataset
 
     dataset = open_dataset(uri)
     manifest = dataset.manifest

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from millivid.ae.checkpoint import load_autoencoder
     from millivid.ae.codec import LatentCodec
-    from millivid.data.store import open_dataset
+    from millivid.data.reader import open_dataset
     from millivid.diffusion.checkpoint import load_rollout_model
     from millivid.diffusion.config import SamplerConfig
     from millivid.diffusion.rollout import rollout

@@ -20,7 +20,8 @@ from millivid.ae.frames import to_tensor
 from millivid.ae.model import HierarchicalAutoencoder
 from millivid.data.columns import ColumnSpec
 from millivid.data.manifest import Manifest
-from millivid.data.store import Dataset, DatasetWriter
+from millivid.data.reader import Dataset
+from millivid.data.writer import DatasetWriter
 from millivid.schema import Precision
 from millivid.training import autocast
 

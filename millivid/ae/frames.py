@@ -19,7 +19,7 @@ from einops import rearrange
 from millivid.data.clips import ClipLoader
 from millivid.data.columns import DataError
 from millivid.data.manifest import Split
-from millivid.data.store import Dataset
+from millivid.data.reader import Dataset
 from millivid.images import to_uint8
 
 
@@ -48,7 +48,7 @@ class ArrayFrames:
 
 
 class StoreFrames:
-    """Single frames of a dataset from `millivid.data.store`: training frames uniform over every
+    """Single frames of a dataset from `millivid.data.reader`: training frames uniform over every
     frame of `train_split`; held-out frames evenly spaced over all frames of `held_out_split`."""
 
     def __init__(self, dataset: Dataset, train_split: Split = "train", held_out_split: Split = "val"):

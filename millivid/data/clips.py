@@ -15,7 +15,7 @@ import numpy as np
 
 from millivid.data.columns import DataError
 from millivid.data.manifest import Split
-from millivid.data.store import Dataset
+from millivid.data.reader import Dataset
 
 
 class ClipLoader:

@@ -9,7 +9,7 @@ import numpy as np
 from millivid.data.columns import ACTION_NAMES, frame_columns
 from millivid.data.config import DataConfig
 from millivid.data.manifest import Manifest
-from millivid.data.store import DatasetWriter
+from millivid.data.writer import DatasetWriter
 from millivid.world.agent import Walker
 from millivid.world.policies import trajectory
 from millivid.world.render import Scene, render

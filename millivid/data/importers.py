@@ -28,7 +28,7 @@ from millivid import storage
 from millivid.data.columns import DataError, check_actions, frame_columns
 from millivid.data.config import SplitConfig
 from millivid.data.manifest import SPLITS, Manifest
-from millivid.data.store import DatasetWriter
+from millivid.data.writer import DatasetWriter
 from millivid.pose import POSE_FIELDS
 
 log = logging.getLogger(__name__)

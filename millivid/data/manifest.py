@@ -20,6 +20,7 @@ from millivid.schema import Frozen
 
 SCHEMA_VERSION = 2  # 2: pose is x, y, z, yaw, pitch (was x, z, yaw)
 MANIFEST_NAME = "manifest.json"
+SHARD_DIR = "shards"  # the folder, next to the manifest, holding the shard files
 SPLITS = ("train", "val", "test")
 Split = Literal["train", "val", "test"]
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from millivid import storage
 from millivid.data.columns import DataError
-from millivid.data.store import Dataset, open_dataset
+from millivid.data.reader import Dataset, open_dataset
 from millivid.pose import YAW, X, Z, known
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from millivid.data.columns import DataError
-from millivid.data.store import Dataset
+from millivid.data.reader import Dataset
 from millivid.diffusion.schedule import Reach
 from millivid.eval.config import EvalConfig
 from millivid.eval.revisits import nearest_context_frames, revisit_pairs

@@ -23,7 +23,7 @@ from einops import rearrange
 from millivid.data.clips import ClipLoader
 from millivid.data.columns import DataError
 from millivid.data.manifest import Split
-from millivid.data.store import Dataset
+from millivid.data.reader import Dataset
 from millivid.pose import check_pose, known, view_distance
 
 

@@ -1,39 +1,33 @@
-"""Sharded episode store on any fsspec URI: write episodes of named array columns, read clips back.
+"""Writing a sharded episode dataset on any fsspec URI: episodes of named array columns, atomically.
 
     with DatasetWriter(uri, frame_columns(64), split=cfg.split) as writer:
         writer.add("ep-0000", {"frames": frames, "actions": actions, "pose": pose})
-    dataset = open_dataset(uri)
-    dataset.read("ep-0000", 10, 26, columns=["frames"])["frames"]   # (16 64 64 3) uint8
 
 Writes are atomic: shards go to fresh names (each through `storage.atomic_open`), the manifest
 is written last, and only then are shards of earlier writes removed. A crash at any point
 leaves the previous dataset (or nothing) visible; a failed write (e.g. a full disk) removes what
 it wrote and names the file it could not write. One writer per dataset at a time.
-
-Reads trust the manifest, and check it: the first time a process opens a shard, its size and
-sha256 are compared with the manifest's (`bench storage` measures the cost), so a damaged shard
-is an error naming it, never wrong frames.
+`millivid.data.reader` reads a dataset back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from millivid import storage
-from millivid.data.columns import ColumnSpec, DataError, check_actions, episode_length
+from millivid.data.columns import ColumnSpec, DataError, episode_length
 from millivid.data.config import SplitConfig
 from millivid.data.manifest import (
     MANIFEST_NAME,
-    SPLITS,
+    SHARD_DIR,
     EpisodeEntry,
     Manifest,
     ShardEntry,
@@ -41,24 +35,23 @@ from millivid.data.manifest import (
     assign_splits,
     count,
     frame_size,
-    parse_manifest,
 )
-from millivid.data.shards import (
-    HashingWriter,
-    check_schema,
-    episode_table,
-    from_arrow,
-    shard_schema,
-)
+from millivid.data.shards import HashingWriter, episode_table, shard_schema
 from millivid.pose import known
 
 log = logging.getLogger(__name__)
 
-SHARD_DIR = "shards"
 # ~256 KiB row groups: a random frame or short clip decodes little more than it needs, while
 # whole episodes still read at most ~20% slower than with 4x larger groups (bench/storage.py)
 ROW_GROUP_BYTES = 256 << 10
-DEFAULT_CACHE_BYTES = 256 << 20
+GENERATION_CHARS = 12  # hex digits naming one writer's shards
+_SHARD_NAME = rf"[0-9a-f]{{{GENERATION_CHARS}}}-[0-9]{{5,}}\.parquet"
+# the names `shard_name` gives, and the temporary names `storage.atomic_open` writes them under first
+WRITER_FILE = re.compile(rf"{_SHARD_NAME}|\.{_SHARD_NAME}{re.escape(storage.TMP_MARK)}[0-9a-f]{{32}}")
+
+
+def shard_name(generation: str, index: int) -> str:
+    return f"{generation}-{index:05d}.parquet"
 
 
 def default_row_group_frames(columns: Mapping[str, ColumnSpec]) -> int:
@@ -96,7 +89,7 @@ class DatasetWriter:
         self.shard_frames = shard_frames
         self.row_group_frames = row_group_frames or default_row_group_frames(self.columns)
         self.compression, self.pose_known, self.meta = compression, pose_known, dict(meta or {})
-        self.generation = uuid.uuid4().hex[:12]
+        self.generation = uuid.uuid4().hex[:GENERATION_CHARS]
         self.pose_unknown_frames = 0
         self._writing = self.uri  # the file being written, named when a write fails
         self.episodes: list[tuple[str, int, int, int]] = []  # (id, length, shard, row)
@@ -216,7 +209,7 @@ class DatasetWriter:
             raise DataError(f"{self._writing}: cannot write ({reason}); {previous}") from err
 
     def _open_shard(self) -> None:
-        relative = f"{SHARD_DIR}/{self.generation}-{len(self.shards):05d}.parquet"
+        relative = f"{SHARD_DIR}/{shard_name(self.generation, len(self.shards))}"
         self._writing = storage.join(self.uri, relative)
         stack = contextlib.ExitStack()
         handle = stack.enter_context(storage.atomic_open(storage.join(self.uri, relative)))
@@ -250,15 +243,25 @@ def write_dataset(
 
 
 def remove_unlisted_shards(uri: str, manifest: Manifest) -> None:
-    """Delete shard files the manifest does not list: earlier writes and interrupted ones."""
+    """Delete the writer's own files under `shards/` that the manifest does not list: shards of
+    earlier writes and of interrupted ones, and temporary files an interrupted write left.
+
+    Only names the writer gives (`WRITER_FILE`) are removed; any other file there (a user's
+    notes, a copy under another name) is kept, with a warning naming it.
+    """
     fs, path = storage.filesystem(storage.join(uri, SHARD_DIR))
     if not fs.exists(path):
         return
     listed = {shard.path.rsplit("/", 1)[-1] for shard in manifest.shards}
     for name in fs.ls(path, detail=False):
-        if name.rsplit("/", 1)[-1] not in listed:
+        base = name.rsplit("/", 1)[-1]
+        if base in listed:
+            continue
+        if WRITER_FILE.fullmatch(base):
             with contextlib.suppress(FileNotFoundError, OSError):
                 fs.rm(name)
+        else:
+            log.warning("%s: not a shard file this writer names; left in place", storage.join(uri, SHARD_DIR, base))
 
 
 def refuse_to_replace(uri: str) -> None:
@@ -266,190 +269,3 @@ def refuse_to_replace(uri: str) -> None:
     if storage.exists(storage.join(uri, MANIFEST_NAME)):
         raise DataError(f"{uri}: already holds a dataset; pass --overwrite to replace it "
                         "(it stays readable until the new one is complete)")
-
-
-def load_manifest(uri: str) -> Manifest:
-    where = storage.join(uri, MANIFEST_NAME)
-    if not storage.exists(where):
-        raise DataError(f"{uri}: no {MANIFEST_NAME} (not a dataset, or its first write never finished)")
-    try:
-        raw = storage.read_json(where)
-    except ValueError as err:
-        raise DataError(str(err)) from None
-    return parse_manifest(raw, where)
-
-
-class RowGroupCache:
-    """Decoded (shard, row group, column) arrays, least recently used evicted beyond `capacity` bytes."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self.used = capacity, 0
-        self.entries: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
-
-    def get(self, key: tuple[int, int, str]) -> np.ndarray | None:
-        value = self.entries.get(key)
-        if value is not None:
-            self.entries.move_to_end(key)
-        return value
-
-    def put(self, key: tuple[int, int, str], value: np.ndarray) -> None:
-        if value.nbytes > self.capacity:
-            return
-        self.entries[key] = value
-        self.used += value.nbytes
-        while self.used > self.capacity:
-            _, evicted = self.entries.popitem(last=False)
-            self.used -= evicted.nbytes
-
-
-class Dataset:
-    """Random access to a committed dataset; trusts only its manifest.
-
-    Open shards and their row-group offsets are kept; decoded row groups are cached up to
-    `cache_bytes` (set it above the dataset's decoded size to hold a small dataset in memory).
-    """
-
-    def __init__(self, uri: str, manifest: Manifest, cache_bytes: int = DEFAULT_CACHE_BYTES):
-        self.uri, self.manifest, self.cache_bytes = uri.rstrip("/"), manifest, cache_bytes
-        self.by_id = {episode.id: episode for episode in manifest.episodes}
-        self._reset()
-
-    def _reset(self) -> None:
-        self._files: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}
-        self._cache = RowGroupCache(self.cache_bytes)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"uri": self.uri, "manifest": self.manifest, "cache_bytes": self.cache_bytes}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["uri"], state["manifest"], state["cache_bytes"])
-
-    @property
-    def columns(self) -> dict[str, ColumnSpec]:
-        return self.manifest.columns
-
-    def episodes(self, split: Split | None = None) -> list[str]:
-        if split is not None and split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        return [e.id for e in self.manifest.episodes if split is None or e.split == split]
-
-    def length(self, episode_id: str) -> int:
-        return self._entry(episode_id).length
-
-    def shard_uris(self) -> list[str]:
-        return [storage.join(self.uri, shard.path) for shard in self.manifest.shards]
-
-    def read(
-        self, episode_id: str, start: int = 0, stop: int | None = None, columns: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Frames [start, stop) of an episode: {column: (stop - start, *shape) array}."""
-        entry = self._entry(episode_id)
-        stop = entry.length if stop is None else stop
-        if not 0 <= start < stop <= entry.length:
-            raise ValueError(f"{self.uri}: episode {episode_id!r} has {entry.length} frames; cannot read [{start}, {stop})")
-        names = list(columns) if columns is not None else list(self.columns)
-        unknown = [name for name in names if name not in self.columns]
-        if unknown:
-            raise KeyError(f"{self.uri}: no column(s) {unknown}; the dataset has {list(self.columns)}")
-        first, last = entry.row + start, entry.row + stop
-        _, offsets = self._file(entry.shard)
-        groups = range(int(np.searchsorted(offsets, first, "right")) - 1, int(np.searchsorted(offsets, last, "left")))
-        out = {}
-        for name in names:
-            parts = [
-                self._row_group(entry.shard, g, name)[max(first, offsets[g]) - offsets[g] : min(last, offsets[g + 1]) - offsets[g]]
-                for g in groups
-            ]
-            out[name] = np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
-        return out
-
-    def verify(self) -> dict[str, int]:
-        """Check every shard's size, checksum, schema and rows now; raise DataError naming the shard."""
-        for index, shard in enumerate(self.manifest.shards):
-            uri = storage.join(self.uri, shard.path)
-            check_shard_file(uri, shard)
-            self._check_rows(index, uri)
-        return {"shards": len(self.manifest.shards), "bytes": self.manifest.bytes, "frames": self.manifest.frames}
-
-    def _check_rows(self, index: int, uri: str) -> None:
-        parquet, _ = self._file(index)
-        check_schema(parquet.schema_arrow, self.columns, uri)
-        scalars = ["episode", "frame"] + [name for name, spec in self.columns.items() if not spec.shape]
-        table = parquet.read(columns=scalars)
-        for episode in (e for e in self.manifest.episodes if e.shard == index):
-            rows = table.slice(episode.row, episode.length)
-            ids = rows.column("episode").unique().to_pylist()
-            frames = rows.column("frame").to_numpy()
-            if ids != [episode.id] or not np.array_equal(frames, np.arange(episode.length)):
-                raise DataError(f"{uri}: rows {episode.row}..{episode.row + episode.length} do not hold episode {episode.id!r} frames 0..{episode.length - 1}")
-            if "actions" in self.columns:
-                check_actions(rows.column("actions").to_numpy(), f"{uri}: episode {episode.id!r}")
-
-    def _entry(self, episode_id: str) -> EpisodeEntry:
-        try:
-            return self.by_id[episode_id]
-        except KeyError:
-            raise KeyError(f"{self.uri}: no episode {episode_id!r}") from None
-
-    def _file(self, index: int) -> tuple[pq.ParquetFile, np.ndarray]:
-        if index not in self._files:
-            shard = self.manifest.shards[index]
-            uri = storage.join(self.uri, shard.path)
-            check_shard_once(uri, shard)
-            try:
-                parquet = open_parquet(uri)
-            except (OSError, pa.ArrowException) as err:
-                raise DataError(f"{uri}: cannot read shard ({err})") from None
-            rows = [parquet.metadata.row_group(g).num_rows for g in range(parquet.metadata.num_row_groups)]
-            self._files[index] = parquet, np.concatenate([[0], np.cumsum(rows)])
-        return self._files[index]
-
-    def _row_group(self, shard: int, group: int, name: str) -> np.ndarray:
-        key = (shard, group, name)
-        cached = self._cache.get(key)
-        if cached is None:
-            parquet, _ = self._file(shard)
-            try:
-                values = parquet.read_row_group(group, columns=[name]).column(name)
-            except (OSError, pa.ArrowException) as err:
-                raise DataError(f"{self.uri}/{self.manifest.shards[shard].path}: row group {group} unreadable ({err})") from None
-            cached = from_arrow(values, self.columns[name])
-            self._cache.put(key, cached)
-        return cached
-
-
-# (shard URI, sha256) whose file this process found intact: a shard is hashed when a process
-# first opens it, not again when the dataset is reopened or unpickled in the same process.
-_CHECKED_SHARDS: set[tuple[str, str]] = set()
-
-
-def check_shard_once(uri: str, shard: ShardEntry) -> None:
-    """`check_shard_file` the first time this process reads the shard."""
-    if (uri, shard.sha256) not in _CHECKED_SHARDS:
-        check_shard_file(uri, shard)
-        _CHECKED_SHARDS.add((uri, shard.sha256))
-
-
-def check_shard_file(uri: str, shard: ShardEntry) -> None:
-    """The file is there with the size and sha256 the manifest lists; else DataError naming it."""
-    if not storage.exists(uri):
-        raise DataError(f"{uri}: shard listed in the manifest is missing")
-    size = storage.size(uri)
-    if size != shard.bytes:
-        state = "truncated" if size < shard.bytes else "longer than written"
-        raise DataError(f"{uri}: {state}: {size} bytes, the manifest says {shard.bytes}")
-    digest = storage.sha256(uri)
-    if digest != shard.sha256:
-        raise DataError(f"{uri}: checksum mismatch (sha256 {digest[:12]}..., manifest {shard.sha256[:12]}...): corrupt shard")
-
-
-def open_parquet(uri: str) -> pq.ParquetFile:
-    fs, path = storage.filesystem(uri)
-    if storage.protocol_of(fs) in ("file", "local"):
-        return pq.ParquetFile(path)
-    return pq.ParquetFile(fs.open(path, "rb"))
-
-
-def open_dataset(uri: str, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Dataset:
-    """Open a committed dataset (a folder or fsspec URI holding manifest.json)."""
-    return Dataset(uri, load_manifest(uri), cache_bytes)
