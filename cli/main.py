@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schedule": ("schedule", "describe and draw rollout schedules"),
     "rollout": ("rollout", "roll a trained model out from context frames into a video"),
     "eval": ("evaluate", "evaluate rollout methods: consistency and quality against rollout length"),
+    "probe": ("probe", "context knockout: does a trained model use the frame a revisit shows again?"),
     "baseline": ("baseline", "show or promote the baseline of nightly regression gates"),
     "stack": ("stack", "start, check and stop the local MLflow / Prefect / Ray stack"),
     "ui": ("ui", "MLflow's UI over this workspace's runs and artifacts (embedded or stack)"),

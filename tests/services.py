@@ -14,7 +14,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-MILLIVID = str(Path(sys.executable).parent / "millivid")
+MILLIVID = str(Path(sys.executable).parent / "millivid")  # the console script users run
+REPO = Path(__file__).resolve().parent.parent  # the repository root
 VIEWPORT = {"width": 1500, "height": 1000}
 
 

@@ -8,14 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 from conftest import workspace_environment
-
-MILLIVID = str(Path(sys.executable).parent / "millivid")  # the console script users run
+from services import MILLIVID
 
 
 def test_ray_starts_for_a_stage_that_computes_and_not_for_a_cached_or_local_one(mlflow_store, settings, monkeypatch):

@@ -17,13 +17,12 @@ import io
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
 from millivid_cli.main import build_parser
+from services import MILLIVID
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,6 +54,8 @@ INVOCATIONS = [
     run("eval", "--config", "smoke", "--json", says='"per_method"'),
     run("eval", "--config", "smoke", "--model", "millivid={millivid_run}", "--json", says='"per_method"'),
     run("rollout", "--model", "{millivid_run}", "--context", "24", "--frames", "4", "--steps", "2", "--out", "{tmp}/rollout.mp4"),
+    # the smoke windows hold no revisit in sight: the clear refusal (the numbers: tests/test_eval_knockout.py)
+    run("probe", "--config", "smoke", "--model", "{millivid_run}", code=1, says="no revisit frame of the 2 windows lies in the sight"),
     run("baseline", "promote", "{evaluate_run}", says="is now the baseline of 'smoke'"),
     run("baseline", "show", "--group", "smoke", says="{evaluate_run}"),
     run("report", "--out", "{tmp}/site", "--json"),
@@ -76,7 +77,6 @@ INVOCATIONS = [
     run("bench", "storage", "--quick", "--json", says='"shard_check"'),
 ]
 
-MILLIVID = str(Path(sys.executable).parent / "millivid")  # the console script users run
 
 # sub-commands whose end-to-end test lives elsewhere, for a reason
 COVERED_ELSEWHERE = {("stack", "up"): "tests/test_stack.py (starts every service, minutes)"}

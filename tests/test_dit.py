@@ -4,17 +4,15 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from toys import CHANNELS, MILLIVID, TOKENS
 
 from millivid.diffusion.config import DiTConfig
 from millivid.diffusion.dit import DiT, build_dit, parameter_count
 from millivid.diffusion.schedule import UNSEEN, build_schedule
-from millivid.diffusion.schedules import FramePackScheduleConfig, MilliVidScheduleConfig
+from millivid.diffusion.schedules import FramePackScheduleConfig
 from millivid.diffusion.tokens import NULL_ACTION, StepTokens, concat, gather, step_layout
 
-TOKENS = (16, 4, 1)
-CHANNELS = 4
 CONFIG = DiTConfig(width=32, depth=2, heads=2)
-MILLIVID = build_schedule(MilliVidScheduleConfig(windows=(1, 2, 4), extra_budget=16), TOKENS)
 
 
 def randomised(model: DiT, seed: int = 0) -> DiT:

@@ -5,17 +5,14 @@ import io
 import numpy as np
 import pytest
 import torch
+from toys import CHANNELS, MILLIVID, TOKENS
 
 from millivid.diffusion.config import DiTConfig, SamplerConfig
 from millivid.diffusion.schedule import build_schedule
-from millivid.diffusion.schedules import FullResScheduleConfig, MilliVidScheduleConfig
+from millivid.diffusion.schedules import FullResScheduleConfig
 from millivid.diffusion.task import DiffusionTask, InMemoryClips, Preview
 from millivid.schema import TrainConfig
 from millivid.training import Hooks, fit
-
-TOKENS = (16, 4, 1)
-CHANNELS = 4
-MILLIVID = build_schedule(MilliVidScheduleConfig(windows=(1, 2, 4), extra_budget=16), TOKENS)
 
 
 def clips(videos: int = 3, frames: int = 40, seed: int = 0) -> InMemoryClips:

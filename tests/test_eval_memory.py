@@ -14,7 +14,8 @@ import pytest
 import torch
 from einops import rearrange, reduce
 from PIL import Image
-from test_eval_protocol import CFG, TOKENS, Perfect, toy_decode, write_eval_data
+from test_eval_protocol import CFG, Perfect, toy_decode, write_eval_data
+from toys import TOKENS
 
 from millivid.diffusion.config import DiTConfig, SamplerConfig
 from millivid.diffusion.dit import build_dit

@@ -16,6 +16,7 @@ import pytest
 import torch
 from einops import rearrange, reduce, repeat
 from PIL import Image
+from toys import TOKENS
 
 from millivid.data.columns import ColumnSpec, DataError, frame_columns
 from millivid.data.config import DataConfig, SplitConfig
@@ -59,7 +60,6 @@ from millivid.video import read_video
 from millivid_dashboards.tables import consistency_table, headline_section
 
 SIZE, EPISODE, WALK, TURN = 16, 64, 24, 8
-TOKENS = (16, 4, 1)
 CFG = EvalConfig(
     examples=4, context=8, rollout=8, bootstrap=50, fvd_chunk=4, lpips_backbone="random", rollout_batch=3,
     videos=1, video_context=4, candidates=64, min_start_gap=4, revisit_radius=0.5, revisit_angle=20, revisit_min_gap=6,

@@ -1,10 +1,7 @@
 """The stage flows, made from one table: importable by their names, described, loadable from their entrypoints."""
 
-from pathlib import Path
-
 import yaml
-
-REPO = Path(__file__).resolve().parent.parent
+from services import REPO
 
 
 def test_each_stage_flow_is_importable_by_its_name_with_its_description():

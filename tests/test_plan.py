@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from toys import PAPER_TOKENS
 
 from millivid.diffusion.schedule import (
     CONTEXT,
@@ -21,8 +22,6 @@ from millivid.diffusion.schedules import (
     FullResScheduleConfig,
     MilliVidScheduleConfig,
 )
-
-PAPER_TOKENS = (256, 64, 16, 4)
 
 
 def tokens_for(levels, finest=64):

@@ -7,28 +7,16 @@ import numpy as np
 import pytest
 import torch
 from einops import rearrange
+from toys import CHANNELS, METHODS, TOKENS
 
 from millivid.diffusion.config import DiTConfig, SamplerConfig
 from millivid.diffusion.dit import build_dit
 from millivid.diffusion.rollout import LatentBuffers, extend_actions, rollout, sample_step
 from millivid.diffusion.sampler import denoise, step_noise
 from millivid.diffusion.schedule import CONTEXT, build_schedule, plan_rollout
-from millivid.diffusion.schedules import (
-    FramePackScheduleConfig,
-    FullResScheduleConfig,
-    MilliVidScheduleConfig,
-)
 from millivid.diffusion.tokens import step_layout
 
-TOKENS = (16, 4, 1)
-CHANNELS = 4
 SAMPLER = SamplerConfig(steps=3, batch_size=4)
-METHODS = {
-    "millivid": MilliVidScheduleConfig(windows=(1, 2, 4), extra_budget=16),
-    "full_res": FullResScheduleConfig(frames=4),
-    "framepack": FramePackScheduleConfig(denoised=1, context=(1, 2, 4)),
-    "framepack_kernel": FramePackScheduleConfig(denoised=1, context=(1, 2, 4), context_source="kernel"),
-}
 
 
 def pooled_levels(finest: torch.Tensor) -> list[torch.Tensor]:

@@ -18,30 +18,18 @@ import numpy as np
 import pytest
 import torch
 from einops import rearrange, reduce
+from toys import CHANNELS, METHODS, TOKENS
 
 from millivid.diffusion.config import DiTConfig, SamplerConfig
 from millivid.diffusion.rollout import rollout
 from millivid.diffusion.schedule import build_schedule
-from millivid.diffusion.schedules import (
-    FramePackScheduleConfig,
-    FullResScheduleConfig,
-    MilliVidScheduleConfig,
-)
 from millivid.diffusion.task import DiffusionTask, InMemoryClips
 from millivid.schema import TrainConfig
 from millivid.training import fit
 
-TOKENS = (16, 4, 1)
-CHANNELS = 4
 POSITIONS = 7
 KNOWN = 20  # context frames: the longest chunk here (millivid) fits
 GENERATED = 16
-METHODS = {
-    "millivid": MilliVidScheduleConfig(windows=(1, 2, 4), extra_budget=16),
-    "full_res": FullResScheduleConfig(frames=4),
-    "framepack": FramePackScheduleConfig(denoised=1, context=(1, 2, 4)),
-    "framepack_kernel": FramePackScheduleConfig(denoised=1, context=(1, 2, 4), context_source="kernel"),
-}
 MOVES = {0: 0, 1: -1, 2: 1}  # forward, left, right
 
 

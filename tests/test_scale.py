@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import MILLIVID, prefect_cli, prefect_client
+from services import MILLIVID, REPO, prefect_cli, prefect_client
 
 from millivid_platform import local_cluster
 
@@ -25,7 +25,6 @@ pytestmark = [pytest.mark.scale, pytest.mark.integration, pytest.mark.slow]
 BUCKET = "millivid"
 ROOT = f"s3://{BUCKET}/storage"
 HEAD_IP, NODE_IP = "127.0.0.2", "127.0.0.3"
-REPO = Path(__file__).resolve().parent.parent
 
 
 class Cluster:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from toys import PAPER_TOKENS
 
 from millivid.config import load_config
 from millivid.diffusion.schedule import (
@@ -25,8 +26,6 @@ from millivid.diffusion.schedules import (
     FullResScheduleConfig,
     MilliVidScheduleConfig,
 )
-
-PAPER_TOKENS = (256, 64, 16, 4)
 
 
 def millivid(windows, extra_budget, tokens):

@@ -16,6 +16,7 @@ import pytest
 from processes import beyond_loopback, descendants, listening, stop_group
 from services import (
     MILLIVID,
+    REPO,
     browser_page,
     fetch,
     free_port,
@@ -27,7 +28,6 @@ from services import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
 FLOWS = {"pipeline", "prepare-data", "train-autoencoder", "encode-latents", "train-diffusion", "evaluate", "nightly-regression"}
 
 def mlflow_runs(settings) -> dict[str, object]:

@@ -9,6 +9,7 @@ pyplot (no global state); PNG output goes through the Agg renderer. x is the rol
     consistency_png(curves, methods, references)    # LPIPS, PSNR, SSIM; all frames and revisit frames
     quality_png(curves, methods, references, networks)   # Fréchet distance per chunk, sharpness
     latent_memory_png(summary["latent_memory"], methods) # per level: latent MSE on revisit frames, bars
+    knockout_png(summary_by_level, method)                # per level: v-MSE intact / knocked / control, bars
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from matplotlib.figure import Figure
 
 from millivid.eval.config import GROUND_TRUTH
 from millivid.eval.fvd import FVD, STANDIN
+from millivid.eval.stats import interval_text
 from millivid.eval.tables import where
 
 LABELS = {
@@ -87,6 +89,22 @@ def latent_memory_png(memory: Mapping[str, Any], methods: Sequence[str]) -> byte
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="small")
         ax.set_title(f"level {level}{' (finest)' if int(level) == 0 else ''}: latent MSE on revisit frames")
         ax.set_ylabel("MSE (lower is better)")
+    return png(figure)
+
+
+def knockout_png(levels: Mapping[int, Mapping[str, Any]], method: str) -> bytes:
+    """One panel per level of `millivid.eval.knockout.summarize_knockout`: the v-MSE on revisit
+    frames with every context frame (intact), without the revisited one (knocked) and without
+    another one (control), 95% CI whiskers; the title gives the memory effect (knocked - control)."""
+    figure = Figure(figsize=(PANEL[0] * len(levels), PANEL[1] + 0.4), layout="constrained")
+    axes = figure.subplots(1, len(levels), squeeze=False)[0]
+    for ax, (level, entry) in zip(axes, levels.items(), strict=True):
+        for x, (name, colour) in enumerate((("intact", "tab:blue"), ("knocked", "tab:red"), ("control", "lightgrey"))):
+            ax.bar(x, entry[name]["mean"] or 0.0, yerr=whisker(entry[name]), color=colour, edgecolor="dimgrey", capsize=3)
+        ax.set_xticks(range(3), ["intact", "revisited\nknocked out", "other frame\nknocked out"], fontsize="small")
+        ax.set_title(f"{method}, level {level}, {entry['cases']} cases\nmemory effect {interval_text(entry['memory_effect'])}",
+                     fontsize="medium")
+        ax.set_ylabel("v-MSE on revisit frames (lower is better)")
     return png(figure)
 
 

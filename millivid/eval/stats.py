@@ -61,5 +61,13 @@ def quantiles(resampled: np.ndarray, percents: tuple[float, float]) -> tuple[np.
     return out[0], out[1]
 
 
+def interval_text(interval: dict[str, float | int | None], digits: int = 4) -> str:
+    """An `Interval.at` entry as 'mean [low, high]', signed, `digits` decimals; n/a where undefined."""
+    def text(value: float | int | None) -> str:
+        return "n/a" if value is None else f"{value:+.{digits}f}"
+
+    return f"{text(interval['mean'])} [{text(interval['ci_low'])}, {text(interval['ci_high'])}]"
+
+
 def finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
