@@ -68,7 +68,7 @@ def train_method(run: StageRun, config: ExperimentConfig, method: str, latents: 
         run, functools.partial(make_task, config, method, info.latents_uri, info.autoencoder_uri),
         config.diffusion.train, config.compute,
     ))
-    model = build_dit(info.model, info.channels, info.tokens_per_level, info.schedule().context_source)
+    model = build_dit(info.model, info.channels, info.tokens_per_level, config.schedules[method].context_source)
     model.load_state_dict(result.state["model"])
     uri = run.output_uri("model.pt")
     save_rollout_model(model, info, uri)

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from millivid_cli.main import main
 
 from millivid_bench.headline import MINUTES_ENV, OUT_ENV, OVERRIDES_ENV, plan_steps
+from millivid_cli.main import main
 
 SERVICES = ("ray", "prefect", "mlflow", "millivid_platform", "millivid_flows")
 METHODS = ("millivid", "full_res", "framepack")

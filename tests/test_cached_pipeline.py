@@ -83,8 +83,8 @@ def run_count() -> int:
 @pytest.mark.slow
 def test_the_probe_finds_the_keys_and_outputs_the_cached_flow_run_reuses(cached):
     import mlflow
-    from millivid_cli.commands.pipeline import probe_stages
 
+    from millivid_cli.commands.pipeline import probe_stages
     from millivid_dashboards.report_stage import flatten
     from millivid_platform.settings import load_settings
 
@@ -113,7 +113,6 @@ def test_the_probe_finds_the_keys_and_outputs_the_cached_flow_run_reuses(cached)
 ])
 def test_the_probe_stops_at_a_stage_that_would_run(cached, fields, stage):
     from millivid_cli.commands.pipeline import probe_stages
-
     from millivid_platform.pipeline import PipelineParams
     from millivid_platform.settings import load_settings
     from millivid_platform.stages import CacheMiss
@@ -148,7 +147,6 @@ def test_an_all_cached_command_starts_neither_ray_nor_prefect(cached, tmp_path):
 @pytest.mark.slow
 def test_an_all_cached_command_prints_every_stage_and_that_no_work_was_needed(cached, capsys, monkeypatch):
     from millivid_cli.main import main
-
     from millivid_platform import embedded_prefect, stages
 
     def refuse(*args):

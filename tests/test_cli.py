@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+
 from millivid_cli.main import COMMANDS, build_parser, main
 
 

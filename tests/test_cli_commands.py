@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from millivid_cli.main import build_parser
 from services import MILLIVID
+
+from millivid_cli.main import build_parser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

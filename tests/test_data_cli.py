@@ -3,11 +3,11 @@ import json
 
 import numpy as np
 import pytest
-from millivid_cli.main import main
 from PIL import Image
 
 from millivid import storage
 from millivid.data.reader import open_dataset
+from millivid_cli.main import main
 
 
 @pytest.fixture

@@ -152,13 +152,13 @@ def test_summary_averages_cases_per_example_then_examples():
 def test_probe_command_reports_each_level_and_writes_its_plot(tmp_path, monkeypatch, capsys):
     """`millivid probe` end to end on a saved model and the evaluation's toy data (a DiT with
     random weights: the numbers are not the point, the windows, cases and outputs are)."""
-    from millivid_cli.main import main
     from test_eval_protocol import CFG as TOY_EVAL
     from test_eval_protocol import write_eval_data
 
     from millivid.diffusion.checkpoint import RolloutModelInfo, save_rollout_model
     from millivid.diffusion.config import DiTConfig
     from millivid.diffusion.dit import build_dit
+    from millivid_cli.main import main
 
     monkeypatch.setenv("MILLIVID_WORKSPACE", str(tmp_path / "workspace"))
     data = write_eval_data(tmp_path / "data")

@@ -198,6 +198,7 @@ def test_headline_needs_every_rival_beaten_on_revisits_and_quality_not_worse():
     assert verdict["holds"] and set(verdict["against"]) == {"full_res", "framepack", "random_frames", "context_mean"}
     assert verdict["against"]["context_mean"]["revisit_lpips_difference"]["mean"] == pytest.approx(-0.1, abs=0.01)
     assert verdict["quality_vs_full_res"] == {"network": STANDIN, "millivid": 1.0, "full_res": 2.0, "not_worse": True}
+    assert verdict["against"]["full_res"]["reach_contrast"] is None  # the values do not say what was within reach
     blur_wins = {**values, "context_mean": scored(0.05)}
     lost = headline(blur_wins, distances, ["millivid", "full_res", "framepack"], cfg)
     assert not lost["holds"] and not lost["against"]["context_mean"]["beats"] and lost["against"]["full_res"]["beats"]

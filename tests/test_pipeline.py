@@ -239,6 +239,7 @@ def test_time_limited_pipeline_pauses_in_training_and_the_same_command_continues
     import json
 
     import mlflow
+
     from millivid_cli.commands.pipeline import EXIT_PAUSED
     from millivid_cli.main import main
 
@@ -335,9 +336,8 @@ def test_evaluation_gives_the_same_numbers_on_one_or_two_workers(pipeline_worksp
 
 
 def test_rollout_cli_writes_a_video(pipeline_workspace, tmp_path, capsys):
-    from millivid_cli.main import main
-
     from millivid.video import read_video
+    from millivid_cli.main import main
 
     results = run_pipeline()
     model_run = results["diffusion"]["millivid"].run_id

@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
-from millivid_cli.main import main
 
 from millivid import storage
 from millivid.config import ConfigError, load_config
 from millivid.data.importers import import_dataset
+from millivid_cli.main import main
 from millivid_platform import preflight
 
 

@@ -86,8 +86,8 @@ def test_site_from_smoke_runs_in_headless_chromium(smoke_runs, tmp_path, test_ar
     """`millivid report` over both runs; every page in Chromium: no console errors, every chart drawn
     and not blank, every video with a duration, the rollout players on one clock."""
     import mlflow
-    from millivid_cli.main import main
 
+    from millivid_cli.main import main
     from millivid_dashboards.browser import chromium, chromium_path, inspect_page
 
     if chromium_path() is None:

@@ -4,8 +4,9 @@ import json
 
 import pytest
 import yaml
-from millivid_cli.main import main
 from PIL import Image
+
+from millivid_cli.main import main
 
 
 def run_json(capsys, argv):

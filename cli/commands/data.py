@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from millivid_cli.main import CommandError, print_result
-
 from millivid.world.policies import POLICIES
+from millivid_cli.main import CommandError, print_result
 
 
 def register(parser: argparse.ArgumentParser) -> None:

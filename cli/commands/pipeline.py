@@ -16,9 +16,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from millivid_cli.main import add_config_arguments, print_json
-
 from millivid.config import PRESETS, load_config
+from millivid_cli.main import add_config_arguments, print_json
 from millivid_platform.pipeline import STAGES, PipelineParams
 
 if TYPE_CHECKING:

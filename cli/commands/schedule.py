@@ -14,7 +14,6 @@ import argparse
 import math
 from typing import Any
 
-from millivid_cli.main import CommandError, print_json
 from pydantic import TypeAdapter, ValidationError
 
 from millivid.config import (
@@ -31,6 +30,7 @@ from millivid.diffusion.schedules import (
     ScheduleConfig,
 )
 from millivid.geometry import LevelGeometry, geometry_problem
+from millivid_cli.main import CommandError, print_json
 
 KINDS = tuple(FAMILIES)
 GEOMETRY_KEYS = ("finest_tokens", "levels")

@@ -260,7 +260,9 @@ def reach_contrast(ours: dict[str, np.ndarray], rival: dict[str, np.ndarray], cf
     Within-reach revisit frames come earlier in a rollout, where every method has drifted less, so
     our within-reach numbers alone mix memory with position. On the same frames position moves both
     methods alike: memory shows as a margin larger within reach (`difference` below 0). None when
-    our rollouts do not say what they could see."""
+    our rollouts do not say what they could see (no `within_reach` values, or none known)."""
+    if "within_reach" not in ours:
+        return None
     known = ~np.isnan(ours["within_reach"])
     if not known.any():
         return None
