@@ -1,5 +1,5 @@
 """The layout rules: `platform/` never shadows the standard module; science imports no platform
-libraries; the layers point one way (cli -> flows, dashboards, bench -> platform -> science)."""
+libraries; the layers point one way (cli -> bench -> flows -> dashboards -> platform -> science, see LAYERS)."""
 
 import ast
 import re
@@ -28,22 +28,29 @@ def test_stdlib_platform_wins_from_repo_root():
 
 
 def imported_modules(path: Path, module_strings: bool = False) -> list[str]:
-    """The modules `path` imports (absolute imports); with `module_strings`, also string constants
-    that are a dotted module name (what `python -m x` or `import_module("x.y")` is given)."""
+    """The modules `path` imports (absolute imports); with `module_strings`, also the module names
+    in its string constants (docstrings aside): a whole string that is a dotted name (what
+    `import_module("x.y")` is given), and a dotted path or entrypoint inside a longer string or an
+    f-string part (`"python -m x.y"`, `"x.y:flow"`, `f"x.{name}"`)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
     names = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.append(node.module)
-        elif module_strings and isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
-            names.append(node.value)
+        elif (module_strings and isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docstrings):
+            names += [node.value] if MODULE_NAME.fullmatch(node.value) else MODULE_PATH.findall(node.value)
     return names
 
 
 def platform_imports(paths) -> list[str]:
     """'file: module' for every import of a FORBIDDEN_IN_SCIENCE module in `paths`."""
-    return [f"{path.relative_to(ROOT)}: {name}" for path in paths for name in imported_modules(path)
+    return [f"{path.relative_to(ROOT)}: {name}" for path in paths for name in imported_modules(path, module_strings=True)
             if name.split(".")[0] in FORBIDDEN_IN_SCIENCE]
 
 
@@ -58,6 +65,7 @@ LAYERS = {
     "millivid_cli": {"millivid", "millivid_platform", "millivid_dashboards", "millivid_flows", "millivid_bench"},
 }
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+MODULE_PATH = re.compile(r"\b([A-Za-z_]\w*)[.:]")  # the package of a dotted path or `module:attr` inside a string
 FOLDERS = {"millivid": "millivid", "millivid_platform": "platform", "millivid_dashboards": "dashboards",
            "millivid_flows": "flows", "millivid_bench": "bench", "millivid_cli": "cli"}
 
@@ -81,6 +89,9 @@ def test_the_layering_check_sees_imports_and_module_names(tmp_path):
     module.write_text('import millivid_flows.pipeline\nfrom millivid_cli.main import main\nrun = ["-m", "millivid_bench.gpu"]\n'
                       'text = "millivid_flows is a package"\n')
     assert project_references(module) == {"millivid_flows", "millivid_cli", "millivid_bench"}
+    for hidden in ('"python -m millivid_flows.serve"', '"millivid_flows.pipeline:pipeline"', 'f"millivid_flows.{name}"'):
+        module.write_text(f'"""Docstrings may name millivid_cli.main."""\nname = "x"\nrun = {hidden}\n')
+        assert project_references(module) == {"millivid_flows"}, hidden
 
 
 def test_science_package_imports_no_platform_libraries():
