@@ -27,16 +27,6 @@ log = logging.getLogger(__name__)
 
 EXIT_PAUSED = 75  # sysexits' EX_TEMPFAIL: not done yet, run the same command again
 
-FLOW_FOR_STAGE = {
-    "data": "prepare_data",
-    "autoencoder": "train_autoencoder",
-    "encode": "encode_latents",
-    "diffusion": "train_diffusion",
-    "evaluate": "evaluate",
-    "report": "pipeline",
-}
-
-
 def register(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--force", nargs="+", default=[], choices=[*STAGES, "all"], metavar="STAGE",
@@ -102,7 +92,8 @@ def run_flow(args: argparse.Namespace, settings: PlatformSettings, params: Pipel
     # With --json, stdout carries the one JSON document: what libraries print meanwhile (MLflow's
     # "View run" lines, Ray workers' output relayed to the driver) goes to stderr with the logs.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        state = getattr(flows, FLOW_FOR_STAGE[args.until])(params, return_state=True)
+        flow = flows.BY_HAND[next(name for name, until, _ in flows.STAGE_FLOWS if until == args.until)]
+        state = flow(params, return_state=True)
     if state.is_cancelled():  # a stage paused at the time limit (the message says which, and how far)
         if args.json:
             print_json({"paused": state.message})
