@@ -232,12 +232,12 @@ class Cluster:
         self.node = self.add_node(local_cluster.ray_node(self.folder, "node", NODE_IP, NODE_CPUS, head_address=self.ray_address))
 
     def add_node(self, node: local_cluster.Process) -> local_cluster.Process:
-        self.cleanups.append(lambda: stop_node(node))
+        self.cleanups.append(node.stop)  # its Ray temp dir too
         return node
 
     def replace_node(self) -> None:
         """A new machine in place of the lost one (the old node's `ray start` stops what is left of it)."""
-        stop_node(self.node)
+        self.node.stop()
         self.node = self.add_node(local_cluster.ray_node(self.folder, "node-replacement", NODE_IP, NODE_CPUS,
                                                          head_address=self.ray_address))
 
@@ -245,14 +245,6 @@ class Cluster:
         import mlflow
 
         return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-
-
-def stop_node(node: local_cluster.Process) -> None:
-    """Stop a node's process group, then remove its Ray temp dir (`ray_node` makes one under /tmp)."""
-    node.stop()
-    args = [str(arg) for arg in node.popen.args]
-    if "--temp-dir" in args:
-        shutil.rmtree(args[args.index("--temp-dir") + 1], ignore_errors=True)
 
 
 def start_driver(cleanups: list) -> None:

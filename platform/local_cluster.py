@@ -41,6 +41,7 @@ class Process:
     name: str
     popen: subprocess.Popen
     log: Path
+    temp: Path | None = None  # a folder of its own, removed once it has stopped (a Ray node's --temp-dir)
 
     def stop(self, timeout: float = 30.0) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -51,6 +52,8 @@ class Process:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=timeout)
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -214,6 +217,7 @@ def ray_node(folder: Path, name: str, ip: str, num_cpus: float, head_address: st
     else:
         command += ["--address", head_address]
     process = start(f"ray-{name}", command, folder, {**ray_environment(), **(env or {})})
+    process.temp = temp
     wait_for(lambda: "Ray runtime started" in process.tail(100_000), process, "node start", timeout=240)
     return process
 

@@ -179,6 +179,12 @@ def test_probe_command_reports_each_level_and_writes_its_plot(tmp_path, monkeypa
     assert (out / "knockout.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((out / "cases.json").read_text())) == result["cases"]
 
+    # --out at a file: refused before any work
+    (tmp_path / "a-file").write_text("mine")
+    assert main(["probe", "--config", "smoke", *overrides, "--model", model_uri, "--out", str(tmp_path / "a-file")]) == 1
+    assert "a file is there; --out names a folder" in capsys.readouterr().err
+    assert (tmp_path / "a-file").read_text() == "mine"
+
     # a model whose schedule cannot see the revisits: a clear error naming both numbers, no traceback
     near_sighted = str(tmp_path / "near.pt")
     save_rollout_model(build_dit(dit, 3, TOKENS), RolloutModelInfo(

@@ -14,7 +14,7 @@ from millivid_platform.settings import PlatformSettings
 
 INFRA = Path(__file__).resolve().parent.parent / "infra"
 # Read by the libraries themselves (Ray, MLflow's server, MinIO, PostgreSQL, Prefect's server, botocore)
-LIBRARY_VARIABLES = {"RAY_AUTH_MODE", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "AWS_ACCESS_KEY_ID",
+LIBRARY_VARIABLES = {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "AWS_ACCESS_KEY_ID",
                      "AWS_SECRET_ACCESS_KEY", "POSTGRES_USER", "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
                      "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_UI_API_URL"}
 
@@ -58,6 +58,9 @@ def test_kuberay_cluster_sets_only_known_variables_and_runs_the_installed_ray():
         storage = next(entry["value"] for entry in container["env"] if entry["name"] == "MILLIVID_STORAGE_ROOT")
         assert storage.startswith("s3://")  # never a path that exists on one node only
         assert container["image"].startswith("registry.internal/millivid:")
+        env = {entry["name"]: entry for entry in container["env"]}
+        if env["RAY_AUTH_MODE"]["value"] == "token":  # every node gets the one token, from a Secret (never inline)
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "millivid-ray-token", "key": "auth_token"}
     head = k8s_containers()[0]
     assert {port["containerPort"] for port in head["ports"]} >= {6379}
     assert manifest["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # the head only schedules
@@ -90,3 +93,5 @@ def test_ray_cluster_file_joins_workers_to_the_head_port_and_installs_the_cluste
     exported = set(re.findall(r"\b([A-Z][A-Z0-9_]+)=", setup))
     assert exported - {"PATH"} <= SETTINGS, exported - SETTINGS
     assert cluster["head_node_type"] in cluster["available_node_types"]
+    if "RAY_AUTH_MODE=token" in " ".join(cluster["head_start_ray_commands"]):  # the token reaches every node
+        assert cluster["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from millivid_platform.settings import load_settings
 
     cfg = config_from_args(args).eval
+    if args.out and (found := storage.filesystem(args.out))[0].isfile(found[1]):
+        raise CommandError(f"--out {args.out}: a file is there; --out names a folder (knockout.png and cases.json go in it)")
     model_uri = resolve_output(load_settings(), args.model, "model_uri")
     model, info = load_rollout_model(model_uri)
     schedule = info.schedule()
@@ -65,9 +67,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{info.method}: {len(rows)} cases on {len(examples)} windows; reach {schedule.reach.overall} frames")
     for level, entry in levels.items():
-        print(f"level {level} ({entry['cases']} cases): v-MSE on revisit frames intact {interval_text(entry['intact'])}, "
-              f"revisited frame knocked out {interval_text(entry['knocked'])}, another frame knocked out "
-              f"{interval_text(entry['control'])}; memory effect (knocked - control) {interval_text(entry['memory_effect'])}")
+        effect, intact = entry["memory_effect"]["mean"], entry["intact"]["mean"]
+        relative = f" ({100 * effect / intact:+.2f}% of intact)" if effect is not None and intact else ""
+        print(f"level {level} ({entry['cases']} cases, {entry['examples']} examples): v-MSE on revisit frames intact "
+              f"{interval_text(entry['intact'])}, revisited frame knocked out {interval_text(entry['knocked'])}, another frame "
+              f"knocked out {interval_text(entry['control'])}; memory effect (knocked - control) "
+              f"{interval_text(entry['memory_effect'])}{relative}")
     if args.out:
         print(f"wrote {storage.join(args.out, 'knockout.png')} and cases.json")
     return 0

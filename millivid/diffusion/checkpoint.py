@@ -53,7 +53,7 @@ def load_rollout_model(uri: str, device: torch.device | str = "cpu") -> tuple[Di
     except FileNotFoundError:
         raise ValueError(f"{uri}: no rollout model there") from None
     except Exception as err:
-        raise ValueError(f"{uri}: not a readable rollout model ({err})") from None
+        raise ValueError(f"{uri}: not a readable rollout model (torch.load: {type(err).__name__}: {err})") from None
     found = state.get("format") if isinstance(state, dict) else None
     if found in RETIRED_FORMATS:
         raise ValueError(f"{uri}: a rollout model of retired format {found!r}: {RETIRED_FORMATS[found]}")

@@ -15,8 +15,10 @@ at any level. `per_level[l]`: every level-l frame is denoised by a step whose co
 least that many frames before it. `overall`: every finest frame is conditioned, directly or
 through its coarser latents (which the finest step sees as context), on steps whose context starts
 at least that many frames before it: the largest reach among the steps producing any level of the
-frame, minimised over frames. A context frame further back than `overall` is out of every step's
-sight; a revisit of it cannot be remembered except through generated frames.
+frame, minimised over frames. Both are guarantees (minima): frames later in a chunk see further
+back. A context frame further back than `overall` is out of sight of at least the chunk's earliest
+frames; whether a given revisit frame could see it is asked per frame (`Production` in plan.py, the
+evaluation's within / out of reach split).
 """
 
 from __future__ import annotations
