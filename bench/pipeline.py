@@ -56,11 +56,11 @@ def run(quick: bool = False) -> dict:
 def flow_runs(overrides: list[str]) -> dict:
     """The first run and a cached rerun as flow calls in this process; Ray stopped afterwards, so
     that the command-line reruns find the machine as a user's shell would."""
-    from millivid_dashboards.report_stage import flatten
     from millivid_flows.pipeline import pipeline
     from millivid_platform.compute import ensure_ray, shutdown_ray
     from millivid_platform.pipeline import PipelineParams
     from millivid_platform.settings import load_settings
+    from millivid_platform.stage_walk import stage_results
 
     settings = load_settings()
     settings.export_environment()
@@ -71,7 +71,7 @@ def flow_runs(overrides: list[str]) -> dict:
     started = time.perf_counter()
     first = pipeline(PipelineParams(preset="smoke", overrides=overrides))
     wall = time.perf_counter() - started
-    inside = sum(row.seconds for row in flatten(first))
+    inside = sum(row.seconds for row in stage_results(first))
 
     started = time.perf_counter()
     second = pipeline(PipelineParams(preset="smoke", overrides=overrides))
@@ -83,7 +83,7 @@ def flow_runs(overrides: list[str]) -> dict:
         "stage_body_s": round(inside, 2),
         "orchestration_overhead_s": round(wall - inside, 2),
         "cached_rerun_s": round(cached_wall, 2),
-        "cached_stages": sum(row.cached for row in flatten(second)),
+        "cached_stages": sum(row.cached for row in stage_results(second)),
     }
 
 

@@ -20,27 +20,18 @@ from millivid_dashboards.collect import baseline_pipeline_run
 from millivid_dashboards.site import build_site
 from millivid_platform import tracking
 from millivid_platform.settings import PlatformSettings
+from millivid_platform.stage_walk import stage_results
 from millivid_platform.stages import PipelineContext, StageResult, StageRun, run_stage
 
 SITE_FOLDER = "report"
 
 
 def run(ctx: PipelineContext, config: ExperimentConfig, results: dict[str, Any]) -> StageResult:
-    upstream = {row.stage: row.key for row in flatten(results)}
+    upstream = {row.stage: row.key for row in stage_results(results)}
     result = run_stage(ctx, "report", {"name": config.name}, upstream, lambda run: report(run, ctx, config))
     if result.cached and ctx.parent_run_id:
         publish_site(ctx.settings, ctx.parent_run_id, config.name)
     return result
-
-
-def flatten(results: dict[str, Any]) -> list[StageResult]:
-    rows: list[StageResult] = []
-    for value in results.values():
-        if isinstance(value, StageResult):
-            rows.append(value)
-        elif isinstance(value, dict):
-            rows.extend(flatten(value))
-    return rows
 
 
 def report(run: StageRun, ctx: PipelineContext, config: ExperimentConfig) -> dict[str, str]:

@@ -23,15 +23,9 @@ from millivid_platform import (
     evaluation_stage,
     preflight,
 )
-from millivid_platform.pipeline import (
-    STAGES,
-    PipelineParams,
-    Stage,
-    log_headline_metrics,
-    open_pipeline,
-    pause_message,
-)
+from millivid_platform.pipeline import PipelineParams, Stage, open_pipeline, pause_message
 from millivid_platform.settings import load_settings
+from millivid_platform.stage_walk import StageSteps, walk_stages
 from millivid_platform.stages import PipelineContext, StagePaused, StageResult
 
 DEFAULT_PARAMS = PipelineParams()
@@ -82,36 +76,18 @@ def report_task(ctx, config, results: dict[str, Any]) -> StageResult:
     return announced(ctx, report_stage.run(ctx, config, results))
 
 
+TASK_STEPS = StageSteps(data=prepare_data_task, autoencoder=train_autoencoder_task, encode=encode_task,
+                        diffusion=train_diffusion_task, evaluate=evaluate_task, report=report_task)
+
+
 def run_until(params: PipelineParams, until: Stage, run_name: str) -> dict[str, Any]:
-    """Run the pipeline's stages up to and including `until`; returns each stage's outputs."""
-    last = STAGES.index(until)
-    results: dict[str, Any] = {}
+    """Run the pipeline's stages up to and including `until` as tasks of the current flow, in a new
+    MLflow parent run; returns each stage's outputs (`stage_walk.walk_stages`) and the run's ids."""
     with open_pipeline(load_settings(), params, run_name) as (ctx, config):
         preflight.check_config(config, until, params.methods)
-        results["data"] = prepare_data_task(ctx, config)
-        preflight.check_dataset(config, results["data"].outputs["dataset_uri"], until, params.methods)
-        if last >= STAGES.index("autoencoder"):
-            results["autoencoder"] = train_autoencoder_task(ctx, config, results["data"])
-        if last >= STAGES.index("encode"):
-            autoencoder = results["autoencoder"]["hierarchical"]
-            results["encode"] = encode_task(ctx, config, results["data"], autoencoder)
-        if last >= STAGES.index("diffusion"):
-            methods = params.methods or list(config.diffusion.methods)
-            results["diffusion"] = {
-                method: train_diffusion_task(ctx, config, method, results["encode"], autoencoder)
-                for method in methods
-            }
-        if last >= STAGES.index("evaluate"):
-            results["evaluate"] = evaluate_task(
-                ctx, config, results["data"], autoencoder, results["encode"], results["diffusion"]
-            )
-            results["metrics"] = log_headline_metrics(ctx, results["evaluate"], list(results["diffusion"]))
-        if last >= STAGES.index("report"):
-            results["report"] = report_task(ctx, config, results)
-        results["pipeline_run_id"] = ctx.parent_run_id
-        results["experiment_id"] = ctx.experiment_id
-        results["config_name"] = config.name
-    return results
+        results = walk_stages(ctx, config, params, until, TASK_STEPS)
+    return {**results, "pipeline_run_id": ctx.parent_run_id, "experiment_id": ctx.experiment_id,
+            "config_name": config.name}
 
 
 def run_flow(params: PipelineParams, until: Stage, flow_name: str) -> dict[str, Any] | State:

@@ -18,10 +18,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
 
-from millivid_dashboards.report_stage import SITE_FOLDER, flatten
+from millivid_dashboards.report_stage import SITE_FOLDER
 from millivid_platform import tracking
 from millivid_platform.pipeline import HEADLINE_KEYS
 from millivid_platform.settings import PlatformSettings
+from millivid_platform.stage_walk import stage_results
 from millivid_platform.stages import StageResult
 
 PROJECT_LOGGERS = ("millivid", "millivid_platform", "millivid_flows", "millivid_dashboards")
@@ -70,7 +71,7 @@ def project_logs_in_flow_run() -> Iterator[None]:
 
 def announce(settings: PlatformSettings, experiment_id: str, result: StageResult | dict[str, StageResult]) -> None:
     """One line per finished stage in the run's logs: ran or reused, and its MLflow run."""
-    for row in flatten({"result": result}):
+    for row in stage_results({"result": result}):
         outcome = "cached (reused a finished run)" if row.cached else f"done in {row.seconds:.1f} s"
         log.info("%s: %s; MLflow run %s", row.stage, outcome, tracking.run_url(settings, experiment_id, row.run_id))
 
@@ -87,7 +88,7 @@ def publish_pipeline_summary(settings: PlatformSettings, flow_name: str, label: 
              f"MLflow: [the pipeline's run]({tracking.run_url(settings, experiment, parent)})"
              f"{ui_hint(settings)}", "",
              "| stage | MLflow run | outcome | seconds |", "| --- | --- | --- | ---: |"]
-    for row in flatten(results):
+    for row in stage_results(results):
         outcome = "cached" if row.cached else "ran"
         lines.append(f"| {row.stage} | [{row.run_id[:8]}]({tracking.run_url(settings, experiment, row.run_id)}) "
                      f"| {outcome} | {row.seconds:.1f} |")

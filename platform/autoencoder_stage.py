@@ -22,7 +22,7 @@ from millivid.data.reader import open_dataset
 from millivid.perceptual import Lpips
 from millivid_platform import tracking
 from millivid_platform.data_stage import progress_logger
-from millivid_platform.stages import PipelineContext, StageResult, StageRun, run_stage
+from millivid_platform.stages import CacheMiss, PipelineContext, StageResult, StageRun, run_stage
 from millivid_platform.training import TrainingJob, run_training
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ def train(ctx: PipelineContext, config: ExperimentConfig, data: StageResult) -> 
         for variant in variants
     }
     if len(results) > 1:
+        if ctx.probe:  # the comparison runs on every pipeline run, cached variants or not
+            raise CacheMiss("autoencoder: autoencoder.compare_downscaled compares the variants again")
         log_comparison(ctx, config, data, results)
     return results
 

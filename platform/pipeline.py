@@ -21,7 +21,7 @@ import typing
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, WithJsonSchema, model_validator
 
 from millivid.config import PRESETS, ExperimentConfig, config_hash, load_config
 from millivid_platform import object_store, tracking
@@ -103,14 +103,25 @@ class PipelineParams(BaseModel):
     )
     _resolved: ExperimentConfig = PrivateAttr()
 
+    @classmethod
+    def from_loaded(cls, loaded: ExperimentConfig, **fields: Any) -> PipelineParams:
+        """The params of `fields` whose configuration the caller has just loaded (`loaded` is
+        `load_config(preset, overrides)`, or `config` itself), so that it is not loaded again."""
+        return cls.model_validate(fields, context={"loaded": loaded})
+
     @model_validator(mode="after")
-    def _resolves(self) -> PipelineParams:
-        """Everything the configuration alone decides fails here, before Ray or any stage starts."""
+    def _resolves(self, info: ValidationInfo) -> PipelineParams:
+        """Everything the configuration alone decides fails here, before Ray or any stage starts.
+        The configuration is loaded once per object: Prefect validates the object it is given again."""
+        if getattr(self, "_resolved", None) is not None:
+            return self
         if self.config is not None and self.overrides:
             raise ValueError("overrides apply to a preset; with a complete config, change the config itself")
         from millivid_platform.preflight import check_methods  # it imports this module
 
-        config = self.config if self.config is not None else load_config(self.preset, self.overrides)
+        config = self.config if self.config is not None else (info.context or {}).get("loaded")
+        if config is None:
+            config = load_config(self.preset, self.overrides)
         check_methods(config, self.methods)
         self._resolved = config
         return self
@@ -201,8 +212,11 @@ def prefect_run_tags() -> dict[str, str]:
 
 def log_headline_metrics(ctx: PipelineContext, evaluation: StageResult, methods: list[str]) -> dict[str, float]:
     """Put the evaluation's headline numbers on the pipeline's own run (the MLflow compare view's
-    "effect" next to the params' "cause"); returns them as `<key>/<method>` -> value."""
+    "effect" next to the params' "cause"; not with a probing context); returns them as
+    `<key>/<method>` -> value."""
     metrics = headline_metrics(evaluation, methods)
+    if ctx.probe:  # a probe records nothing
+        return metrics
     holds = metrics.get("headline_holds")
     tracking.log_metrics(metrics, step=0, run_id=ctx.parent_run_id)
     tracking.set_tags({"millivid.headline": "n/a" if holds is None else "holds" if holds else "does not hold"},

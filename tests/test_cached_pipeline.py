@@ -85,8 +85,8 @@ def test_the_probe_finds_the_keys_and_outputs_the_cached_flow_run_reuses(cached)
     import mlflow
 
     from millivid_cli.commands.pipeline import probe_stages
-    from millivid_dashboards.report_stage import flatten
     from millivid_platform.settings import load_settings
+    from millivid_platform.stage_walk import stage_results
 
     _, flow_results = cached
     before = run_count()
@@ -94,12 +94,12 @@ def test_the_probe_finds_the_keys_and_outputs_the_cached_flow_run_reuses(cached)
     assert run_count() == before  # it recorded nothing
 
     def rows(results):
-        return [(row.stage, row.key, row.outputs, row.cached) for row in flatten(results)]
+        return [(row.stage, row.key, row.outputs, row.cached) for row in stage_results(results)]
 
     assert rows(probe) == rows(flow_results) and len(rows(probe)) == 8
     assert all(hit for *_, hit in rows(probe))
     client = mlflow.MlflowClient()  # the flow's cached runs point at the runs the probe names
-    for ours, theirs in zip(flatten(probe), flatten(flow_results), strict=True):
+    for ours, theirs in zip(stage_results(probe), stage_results(flow_results), strict=True):
         assert client.get_run(theirs.run_id).data.tags["millivid.cached_from"] == ours.run_id
     assert probe["metrics"] == flow_results["metrics"]
     assert probe["experiment_id"] == flow_results["experiment_id"] and probe["pipeline_run_id"] is None

@@ -1,5 +1,5 @@
 """The layout rules: `platform/` never shadows the standard module; science imports no platform
-libraries; the layers point one way (cli -> bench -> flows -> dashboards -> platform -> science, see LAYERS)."""
+libraries; the layers point one way (cli -> flows, dashboards, bench -> platform -> science; see LAYERS, BESIDE)."""
 
 import ast
 import re
@@ -8,23 +8,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from services import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN_IN_SCIENCE = {"prefect", "ray", "mlflow", "millivid_platform", "millivid_flows"}
 
 
 def test_platform_folder_is_not_a_package():
-    assert (ROOT / "platform").is_dir()
-    assert not (ROOT / "platform" / "__init__.py").exists()
+    assert (REPO / "platform").is_dir()
+    assert not (REPO / "platform" / "__init__.py").exists()
 
 
 def test_stdlib_platform_wins_from_repo_root():
     code = "import platform, torch, ray, mlflow; import millivid_platform.settings as s; print(platform.__file__); print(s.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     stdlib_file, ours = out.split()
     assert "site-packages" not in stdlib_file and stdlib_file.endswith("platform.py")
-    assert not stdlib_file.startswith(str(ROOT))
-    assert ours.startswith(str(ROOT / "platform"))
+    assert not stdlib_file.startswith(str(REPO))
+    assert ours.startswith(str(REPO / "platform"))
 
 
 def imported_modules(path: Path, module_strings: bool = False) -> list[str]:
@@ -50,20 +50,29 @@ def imported_modules(path: Path, module_strings: bool = False) -> list[str]:
 
 def platform_imports(paths) -> list[str]:
     """'file: module' for every import of a FORBIDDEN_IN_SCIENCE module in `paths`."""
-    return [f"{path.relative_to(ROOT)}: {name}" for path in paths for name in imported_modules(path, module_strings=True)
+    return [f"{path.relative_to(REPO)}: {name}" for path in paths for name in imported_modules(path, module_strings=True)
             if name.split(".")[0] in FORBIDDEN_IN_SCIENCE]
 
 
-# What each of the project's packages may import of the others: only what lies below it. bench
-# measures flows and dashboards; flows run the report stage (dashboards); nothing imports the CLI.
-LAYERS = {
-    "millivid": set(),
-    "millivid_platform": {"millivid"},
-    "millivid_dashboards": {"millivid", "millivid_platform"},
-    "millivid_flows": {"millivid", "millivid_platform", "millivid_dashboards"},
-    "millivid_bench": {"millivid", "millivid_platform", "millivid_dashboards", "millivid_flows"},
-    "millivid_cli": {"millivid", "millivid_platform", "millivid_dashboards", "millivid_flows", "millivid_bench"},
+# The project's packages by layer, bottom up: a package imports only the layers below its own
+# (issue 17: cli -> flows -> platform -> science, with dashboards and bench beside flows).
+LAYERS = (("millivid",), ("millivid_platform",), ("millivid_flows", "millivid_dashboards", "millivid_bench"), ("millivid_cli",))
+# Imports inside a layer, each with its reason; dashboards import neither flows nor bench.
+BESIDE = {
+    ("millivid_flows", "millivid_dashboards"): "the pipeline's report stage builds the dashboards' site",
+    ("millivid_bench", "millivid_flows"): "benchmarks time the pipeline's flows",
+    ("millivid_bench", "millivid_dashboards"): "benchmarks time building and loading the site",
 }
+PACKAGES = [package for layer in LAYERS for package in layer]
+
+
+def allowed_imports(package: str) -> set[str]:
+    """The project packages `package` may import: the layers below its own, and BESIDE's entries."""
+    level = next(index for index, layer in enumerate(LAYERS) if package in layer)
+    below = {other for layer in LAYERS[:level] for other in layer}
+    return below | {other for (importer, other) in BESIDE if importer == package}
+
+
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
 MODULE_PATH = re.compile(r"\b([A-Za-z_]\w*)[.:]")  # the package of a dotted path or `module:attr` inside a string
 FOLDERS = {"millivid": "millivid", "millivid_platform": "platform", "millivid_dashboards": "dashboards",
@@ -73,15 +82,25 @@ FOLDERS = {"millivid": "millivid", "millivid_platform": "platform", "millivid_da
 def project_references(path: Path) -> set[str]:
     """The project packages a module imports, or names as a module to run or import (`-m x`,
     `importlib.import_module("x.y")`): string constants that are a project module's dotted name."""
-    return {name.split(".")[0] for name in imported_modules(path, module_strings=True)} & set(LAYERS)
+    return {name.split(".")[0] for name in imported_modules(path, module_strings=True)} & set(PACKAGES)
 
 
 def test_every_layer_imports_only_the_layers_below_it():
     offenders = []
-    for package, allowed in LAYERS.items():
-        for path in sorted((ROOT / FOLDERS[package]).rglob("*.py")):
-            offenders += [f"{path.relative_to(ROOT)} -> {other}" for other in project_references(path) - allowed - {package}]
+    for package in PACKAGES:
+        for path in sorted((REPO / FOLDERS[package]).rglob("*.py")):
+            offenders += [f"{path.relative_to(REPO)} -> {other}"
+                          for other in project_references(path) - allowed_imports(package) - {package}]
     assert offenders == []
+
+
+def test_imports_beside_flows_point_one_way():
+    """No package imports a neighbour that imports it (directly or through another neighbour)."""
+    reaches = {package: allowed_imports(package) for package in PACKAGES}
+    for _ in PACKAGES:  # the transitive closure
+        reaches = {package: others.union(*(reaches[other] for other in others)) for package, others in reaches.items()}
+    assert [package for package, others in reaches.items() if package in others] == []
+    assert not allowed_imports("millivid_dashboards") & {"millivid_flows", "millivid_bench"}
 
 
 def test_the_layering_check_sees_imports_and_module_names(tmp_path):
@@ -95,30 +114,30 @@ def test_the_layering_check_sees_imports_and_module_names(tmp_path):
 
 
 def test_science_package_imports_no_platform_libraries():
-    assert platform_imports((ROOT / "millivid").rglob("*.py")) == []
+    assert platform_imports((REPO / "millivid").rglob("*.py")) == []
 
 
 def test_headline_bench_imports_no_platform_libraries():
     """It runs on a bare GPU machine (tests/test_bench_headline.py also checks what running it imports)."""
-    assert platform_imports([ROOT / "bench" / "headline.py", ROOT / "bench" / "gpu.py"]) == []
+    assert platform_imports([REPO / "bench" / "headline.py", REPO / "bench" / "gpu.py"]) == []
 
 
 def test_every_package_folder_is_listed_in_pyproject():
     import tomllib
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(project["packages"])
     folders = {v: k for k, v in project["package-dir"].items()}
     for folder, name in folders.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            relative = init.parent.relative_to(ROOT / folder)
+        for init in (REPO / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(REPO / folder)
             dotted = ".".join([name, *relative.parts]) if relative.parts else name
             assert dotted in listed, f"{dotted} ({init.parent}) is missing from pyproject's packages"
 
 
 @pytest.mark.integration
 def test_ray_task_from_repo_root_imports_torch(ray_session, monkeypatch):
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(REPO)
 
     def versions():
         import platform as std

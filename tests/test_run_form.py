@@ -28,6 +28,25 @@ def test_a_bad_override_or_method_fails_when_the_parameters_are_made():
         PipelineParams(config=PipelineParams().resolve(), overrides=["eval.bootstrap=60"])
 
 
+def test_a_run_loads_its_configuration_once(monkeypatch):
+    """The command line loads the config (for preflight) and hands it over; Prefect's validation of
+    the flow's parameters, which runs the params' validator again, keeps the loaded config."""
+    from millivid_cli.commands.pipeline import params_from_args
+    from millivid_cli.main import build_parser
+    from millivid_flows.pipeline import pipeline
+    from millivid_platform import pipeline as pipeline_module
+
+    loads = []
+    real_load = pipeline_module.load_config
+    monkeypatch.setattr("millivid_cli.commands.pipeline.load_config", lambda *a: loads.append(a) or real_load(*a))
+    monkeypatch.setattr(pipeline_module, "load_config", lambda *a: loads.append(a) or real_load(*a))
+
+    params = params_from_args(build_parser().parse_args(["pipeline", "--until", "data", "eval.bootstrap=60"]))
+    validated = pipeline.validate_parameters({"params": params})["params"]
+    assert loads == [("smoke", ["eval.bootstrap=60"])]
+    assert validated.resolve() is params.resolve() and params.resolve().eval.bootstrap == 60
+
+
 def test_the_form_offers_stages_and_methods_and_only_configuration_keys():
     from millivid_flows.nightly import RegressionParams
 
