@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from toys import TINY_AE
 
 from millivid.ae.checkpoint import autoencoder_state, load_autoencoder, save_autoencoder
 from millivid.ae.config import AutoencoderModelConfig
@@ -14,13 +15,12 @@ from millivid.ae.pyramid import image_pyramid, patchify, pool_latent, token_cent
 from millivid.config import ConfigError, load_config
 from millivid.geometry import LevelGeometry
 
-TINY = dict(patch=2, levels=3, latent_channels=4, width=32, encoder_depth=1, decoder_depth=1, heads=2)
 SIZE = 16
 
 
 def tiny(variant="hierarchical", **changes):
     torch.manual_seed(0)
-    model = build_autoencoder(AutoencoderModelConfig(**{**TINY, "variant": variant, **changes}), SIZE).eval()
+    model = build_autoencoder(AutoencoderModelConfig(**{**TINY_AE, "variant": variant, **changes}), SIZE).eval()
     torch.nn.init.normal_(model.patch_out.weight, std=0.1)  # as if trained: the fresh zero layer hides every input
     return model
 
@@ -31,7 +31,7 @@ def frames(batch=2, size=SIZE, seed=0):
 
 @pytest.mark.parametrize("size,patch,levels", [(16, 2, 3), (32, 4, 3), (64, 4, 4), (16, 4, 1), (32, 1, 5)])
 def test_latent_tokens_per_level_follow_the_geometry(size, patch, levels):
-    model = build_autoencoder(AutoencoderModelConfig(**{**TINY, "patch": patch, "levels": levels}), size)
+    model = build_autoencoder(AutoencoderModelConfig(**{**TINY_AE, "patch": patch, "levels": levels}), size)
     latents = model.encode(frames(size=size))
     expected = LevelGeometry(size, patch, levels).tokens_per_level
     assert tuple(latent.shape[1] for latent in latents) == expected
@@ -39,14 +39,14 @@ def test_latent_tokens_per_level_follow_the_geometry(size, patch, levels):
 
 
 def test_paper_token_counts_at_64_pixels():
-    model = build_autoencoder(AutoencoderModelConfig(**{**TINY, "patch": 4, "levels": 4}), 64)
+    model = build_autoencoder(AutoencoderModelConfig(**{**TINY_AE, "patch": 4, "levels": 4}), 64)
     assert model.tokens_per_level == (256, 64, 16, 4)
 
 
 @pytest.mark.parametrize("size,patch,levels", [(16, 4, 4), (16, 3, 1), (24, 2, 2)])
 def test_invalid_geometry_is_rejected(size, patch, levels):
     with pytest.raises(ValueError, match="patch|power of two"):
-        build_autoencoder(AutoencoderModelConfig(**{**TINY, "patch": patch, "levels": levels}), size)
+        build_autoencoder(AutoencoderModelConfig(**{**TINY_AE, "patch": patch, "levels": levels}), size)
 
 
 def test_width_that_heads_do_not_divide_is_a_config_error():

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from toys import TINY_AE
 
 from millivid.ae.config import AutoencoderConfig, AutoencoderLossConfig
 from millivid.ae.encode import encode_frames
@@ -20,13 +21,12 @@ from millivid.data.writer import write_dataset
 from millivid.training import Hooks, fit, step_generator
 
 SIZE = 16
-TINY_MODEL = dict(patch=2, levels=3, latent_channels=4, width=32, encoder_depth=1, decoder_depth=1, heads=2)
 
 
 def config(steps=3, lpips_weight=0.05, variant="hierarchical", **train):
     return AutoencoderConfig.model_validate(
         {
-            "model": {**TINY_MODEL, "variant": variant},
+            "model": {**TINY_AE, "variant": variant},
             "loss": {"lpips_weight": lpips_weight},
             "lpips": {"net": "alex", "backbone": "random"},
             "train": {"steps": steps, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "log_every": 1, **train},
@@ -80,7 +80,7 @@ def test_pyramid_loss_weights_level_l_by_base_to_the_l():
 
 @pytest.mark.parametrize("base, expected", [(1.0, [1 / 3] * 3), (2.0, [1 / 7, 2 / 7, 4 / 7]), (4.0, [1 / 21, 4 / 21, 16 / 21])])
 def test_training_levels_are_drawn_with_probability_base_to_the_l(base, expected):
-    cfg = AutoencoderConfig.model_validate({"model": TINY_MODEL, "loss": {"level_sampling_base": base}})
+    cfg = AutoencoderConfig.model_validate({"model": TINY_AE, "loss": {"level_sampling_base": base}})
     assert level_probabilities(cfg).tolist() == pytest.approx(expected)
     levels = sample_levels(cfg, 30_000, torch.Generator().manual_seed(0))
     assert levels.dtype == torch.int64 and set(levels.tolist()) == {0, 1, 2}

@@ -21,6 +21,7 @@ from millivid.eval.knockout import (
     KnockoutRow,
     case_errors,
     knockout_cases,
+    rows_of,
     summarize_knockout,
 )
 from millivid.pose import view_distance
@@ -135,7 +136,7 @@ def test_a_blind_model_scores_every_variant_alike_and_noise_depends_on_the_seed_
 
 def test_summary_averages_cases_per_example_then_examples():
     def row(example: int, level: int, intact: float, knocked: float, control: float) -> KnockoutRow:
-        return KnockoutRow(example, 30, 10, 9, 20, level, 0, intact, knocked, control)
+        return KnockoutRow(example, Case(30, 10, 9, level, 0, 0, 30), intact, knocked, control)
 
     rows = [row(0, 2, 1.0, 3.0, 1.0), row(0, 2, 1.0, 5.0, 1.0), row(1, 2, 2.0, 2.0, 3.0), row(1, 0, 1.0, 1.0, 1.0)]
     summary = summarize_knockout(rows, resamples=200, seed=0)
@@ -147,6 +148,12 @@ def test_summary_averages_cases_per_example_then_examples():
     assert coarsest["memory_effect"]["mean"] == pytest.approx((3.0 - 1.0) / 2)
     assert coarsest["memory_effect"]["ci_low"] <= coarsest["memory_effect"]["mean"] <= coarsest["memory_effect"]["ci_high"]
     assert Case(30, 10, 9, 2, 0, 0, 30).gap == 20
+
+
+def test_a_row_writes_the_keys_cases_json_has_always_had():
+    row = rows_of(4, [Case(30, 10, 9, 2, 1, 0, 30)], np.array([[1.0, 3.0, 2.0]]))[0]
+    assert list(row.to_json().items()) == [("example", 4), ("rollout_frame", 30), ("revisited", 10), ("control", 9), ("gap", 20),
+                                           ("level", 2), ("step", 1), ("intact", 1.0), ("knocked", 3.0), ("control_knocked", 2.0)]
 
 
 def test_probe_command_reports_each_level_and_writes_its_plot(tmp_path, monkeypatch, capsys):

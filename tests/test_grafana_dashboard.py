@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+from services import REPO
 
 from millivid_platform.ray_metrics import GAUGES
 
-DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "grafana" / "ray-training.json"
+DASHBOARD = REPO / "dashboards" / "grafana" / "ray-training.json"
 
 
 def expressions() -> list[str]:

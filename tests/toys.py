@@ -1,4 +1,4 @@
-"""Toy shapes and schedules shared by the science tests (DiT, sampler, schedules, evaluation)."""
+"""Toy shapes, schedules and model configs shared by the science tests (autoencoder, DiT, sampler, schedules, evaluation)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,6 @@ METHODS = {
 }
 MILLIVID = build_schedule(METHODS["millivid"], TOKENS)
 """Toy schedule configs for every method on TOKENS, and the millivid one built (a schedule, not `services.MILLIVID`)."""
+
+TINY_AE = dict(patch=2, levels=3, latent_channels=4, width=32, encoder_depth=1, decoder_depth=1, heads=2)
+"""A tiny hierarchical autoencoder: the fields of an AutoencoderModelConfig (its variant aside)."""

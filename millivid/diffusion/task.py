@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from einops import rearrange
+from einops import rearrange, reduce
 
 from millivid import images
 from millivid.diffusion.config import DiTConfig, SamplerConfig
@@ -203,7 +203,17 @@ def check_clips(clips: dict[str, np.ndarray], tokens_per_level: Sequence[int], c
 
 
 def denoising_error(model: torch.nn.Module, tokens: StepTokens, t: torch.Tensor, eps: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
-    """(b,) MSE of the v prediction over each example's DENOISED tokens (fp32).
+    """(b,) MSE of the v prediction over each example's DENOISED tokens (fp32): `token_error` averaged per example.
+
+    t: (b,) times; eps: (b n c) noise; dropped: (b,) True where the actions are replaced by the null action.
+    """
+    error = token_error(model, tokens, t, eps, dropped) * tokens.denoised
+    return error.sum(dim=1) / tokens.denoised.sum(dim=1)
+
+
+def token_error(model: torch.nn.Module, tokens: StepTokens, t: torch.Tensor, eps: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """(b n) squared error of the v prediction per token, mean over channels (fp32), with the DENOISED
+    tokens noised at times t and the others clean; callers reduce it over the tokens they ask about.
 
     t: (b,) times; eps: (b n c) noise; dropped: (b,) True where the actions are replaced by the null action.
     """
@@ -213,5 +223,4 @@ def denoising_error(model: torch.nn.Module, tokens: StepTokens, t: torch.Tensor,
     noisy = torch.where(where, add_noise(clean, eps, alpha, sigma), clean)
     actions = torch.where(rearrange(dropped, "b -> b 1"), NULL_ACTION, tokens.action)
     v = model(tokens.replace(latent=noisy, action=actions), t).float()
-    error = ((v - v_target(clean, eps, alpha, sigma)) ** 2).mean(dim=-1) * tokens.denoised
-    return error.sum(dim=1) / tokens.denoised.sum(dim=1)
+    return reduce((v - v_target(clean, eps, alpha, sigma)) ** 2, "b n c -> b n", "mean")

@@ -31,15 +31,15 @@ No paper section: a diagnostic of this project (issue 13, "find out why").
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from einops import rearrange, reduce, repeat
+from einops import rearrange, repeat
 
-from millivid.diffusion.noise import add_noise, alpha_sigma, v_target
 from millivid.diffusion.schedule import Schedule
 from millivid.diffusion.schedule_core import CONTEXT, DENOISED, UNSEEN
+from millivid.diffusion.task import token_error
 from millivid.diffusion.tokens import StepTokens, concat, gather, step_layout
 from millivid.eval.config import EvalConfig
 from millivid.eval.protocol import window_revisits
@@ -170,12 +170,9 @@ def replaced(truth: Sequence[torch.Tensor], other: Sequence[torch.Tensor], frame
 @torch.no_grad()
 def asked_error(model: torch.nn.Module, tokens: StepTokens, times: torch.Tensor, eps: torch.Tensor, asked: torch.Tensor) -> float:
     """Mean over `times` (k,) of the v-MSE on the `asked` tokens (n,) bool of one step's tokens (1 n c); eps: (n c)."""
-    batch = concat([tokens] * len(times))
-    alpha, sigma = (rearrange(value, "k -> k 1 1") for value in alpha_sigma(times))
-    clean, noise = batch.latent, repeat(eps, "n c -> k n c", k=len(times))
-    noisy = torch.where(rearrange(batch.denoised, "k n -> k n 1"), add_noise(clean, noise, alpha, sigma), clean)
-    v = model(batch.replace(latent=noisy), times).float()
-    error = reduce((v - v_target(clean, noise, alpha, sigma)) ** 2, "k n c -> k n", "mean")
+    k = len(times)
+    kept = torch.zeros(k, dtype=torch.bool, device=times.device)  # the actions stay
+    error = token_error(model, concat([tokens] * k), times, repeat(eps, "n c -> k n c", k=k), kept)  # (k n)
     return float(error[:, asked].mean())
 
 
@@ -184,23 +181,22 @@ class KnockoutRow:
     """One case's errors, as the rows of the probe's table."""
 
     example: int
-    rollout_frame: int
-    revisited: int
-    control: int
-    gap: int
-    level: int
-    step: int
+    case: Case
     intact: float
     knocked: float
     control_knocked: float
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """A row of cases.json: example, the case's frames, gap, level and step, then the three errors."""
+        case = self.case
+        return {"example": self.example, "rollout_frame": case.rollout_frame, "revisited": case.revisited, "control": case.control,
+                "gap": case.gap, "level": case.level, "step": case.step,
+                "intact": self.intact, "knocked": self.knocked, "control_knocked": self.control_knocked}
 
 
 def rows_of(example: int, cases: Sequence[Case], errors: np.ndarray) -> list[KnockoutRow]:
-    return [KnockoutRow(example, c.rollout_frame, c.revisited, c.control, c.gap, c.level, c.step, *map(float, e))
-            for c, e in zip(cases, errors, strict=True)]
+    """A row per case of window `example`; errors: (cases 3) from `case_errors`."""
+    return [KnockoutRow(example, case, *map(float, error)) for case, error in zip(cases, errors, strict=True)]
 
 
 def summarize_knockout(rows: Sequence[KnockoutRow], resamples: int, seed: int) -> dict[int, dict]:
@@ -208,8 +204,8 @@ def summarize_knockout(rows: Sequence[KnockoutRow], resamples: int, seed: int) -
     (knocked - intact, control - intact) and their difference (memory: knocked - control), each
     with a 95% bootstrap interval over examples (an example's cases averaged first)."""
     summary = {}
-    for level in sorted({row.level for row in rows}):
-        chosen = [row for row in rows if row.level == level]
+    for level in sorted({row.case.level for row in rows}):
+        chosen = [row for row in rows if row.case.level == level]
         examples = sorted({row.example for row in chosen})
         columns = np.array([[row.intact, row.knocked, row.control_knocked] for row in chosen])  # (cases 3)
         per_example = np.stack([columns[[row.example == e for row in chosen]].mean(axis=0) for e in examples])
