@@ -32,7 +32,8 @@ class RegressionParams(BaseModel):
 
     @model_validator(mode="after")
     def _resolves(self) -> RegressionParams:
-        self._pipeline = PipelineParams(preset=self.preset, overrides=self.overrides)  # a bad override fails here
+        if getattr(self, "_pipeline", None) is None:  # once per object: Prefect validates the object it is given again
+            self._pipeline = PipelineParams(preset=self.preset, overrides=self.overrides)  # a bad override fails here
         return self
 
     @property

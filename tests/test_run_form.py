@@ -46,6 +46,13 @@ def test_a_run_loads_its_configuration_once(monkeypatch):
     assert loads == [("smoke", ["eval.bootstrap=60"])]
     assert validated.resolve() is params.resolve() and params.resolve().eval.bootstrap == 60
 
+    from millivid_flows.nightly import RegressionParams, nightly_regression
+
+    loads.clear()
+    nightly = RegressionParams(overrides=["eval.bootstrap=60"])
+    assert nightly_regression.validate_parameters({"params": nightly})["params"].pipeline is nightly.pipeline
+    assert loads == [("smoke", ["eval.bootstrap=60"])]
+
 
 def test_the_form_offers_stages_and_methods_and_only_configuration_keys():
     from millivid_flows.nightly import RegressionParams
