@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from millivid.config import ConfigError, ExperimentConfig, load_config
@@ -46,13 +47,19 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def print_result(result: dict[str, Any], as_json: bool, key_width: int = 14) -> int:
-    """A command's result: one JSON object with `--json`, else one right-aligned `key: value` line each."""
+def key_value_lines(result: dict[str, Any], key_width: int = 14) -> list[str]:
+    """One `key: value` line per key, the keys right-aligned in `key_width` characters."""
+    return [f"{key:>{key_width}}: {value}" for key, value in result.items()]
+
+
+def emit(result: Any, as_json: bool, text: Callable[[Any], Iterable[str]] = key_value_lines) -> int:
+    """Print a command's result on stdout: one JSON object with `--json`, else the lines `text(result)`
+    makes (by default `key_value_lines`). Returns 0, the exit status of a command that got this far."""
     if as_json:
         print_json(result)
     else:
-        for key, value in result.items():
-            print(f"{key:>{key_width}}: {value}")
+        for line in text(result):
+            print(line)
     return 0
 
 

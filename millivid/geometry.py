@@ -6,6 +6,7 @@ Level 0 is the finest. Level l is the frame mean-pooled 2^l times per side, cut 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -19,6 +20,20 @@ class LevelGeometry:
         problem = geometry_problem(self.size, self.patch, self.levels)
         if problem:
             raise ValueError(problem)
+
+    @classmethod
+    def from_finest_tokens(cls, finest_tokens: int, levels: int) -> LevelGeometry:
+        """`levels` levels whose finest has `finest_tokens` = n^2 tokens: an n x n frame of 1 x 1
+        patches, 4x fewer tokens per coarser level (256, 4 -> 256, 64, 16, 4).
+
+        Raises ValueError unless n is a power of two that halves `levels - 1` times."""
+        side = math.isqrt(max(finest_tokens, 0))
+        if side * side != finest_tokens or geometry_problem(side, 1, levels):
+            raise ValueError(
+                f"{finest_tokens} tokens are not an n x n grid (n a power of two) that halves per side "
+                f"{levels - 1} times for {levels} levels"
+            )
+        return cls(side, 1, levels)
 
     def grid(self, level: int) -> int:
         """Tokens per side at `level`."""

@@ -28,6 +28,18 @@ def test_every_command_has_help(capsys):
         assert "usage: millivid" in capsys.readouterr().out
 
 
+def test_emit_prints_one_json_object_or_the_commands_lines(capsys):
+    from millivid_cli.main import emit
+
+    result = {"a": 1, "long_key": [2]}
+    assert emit(result, as_json=True) == 0
+    assert json.loads(capsys.readouterr().out) == result
+    assert emit(result, as_json=False) == 0  # default: right-aligned key: value lines
+    assert capsys.readouterr().out == "             a: 1\n      long_key: [2]\n"
+    assert emit(result, as_json=False, text=lambda shown: [f"a is {shown['a']}"]) == 0
+    assert capsys.readouterr().out == "a is 1\n"
+
+
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "millivid_cli.main", "--help"], capture_output=True, text=True, check=True)
     assert "doctor" in out.stdout

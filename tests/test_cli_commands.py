@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from conftest import workspace_environment
 from services import MILLIVID
 
 from millivid_cli.main import build_parser
@@ -133,3 +134,20 @@ def test_command(shared, invocation):
         if "evaluate" in stages:  # the run ids later invocations use
             values["millivid_run"] = stages["diffusion"]["millivid"]["run_id"]
             values["evaluate_run"] = stages["evaluate"]["run_id"]
+
+
+def test_a_cached_eval_does_not_start_ray(smoke_workspace, capsys, monkeypatch):
+    """`millivid eval` whose evaluation is cached answers from the cache: nothing asks for Ray (this
+    process has the session's Ray, so the check is that nobody calls `ensure_ray`)."""
+    from millivid_cli.main import main
+    from millivid_platform import compute, stages
+
+    def refuse(*args):
+        raise AssertionError("a cached `millivid eval` started Ray")
+
+    monkeypatch.setattr(compute, "ensure_ray", refuse)
+    monkeypatch.setattr(stages, "ensure_ray", refuse)
+    with workspace_environment(smoke_workspace):
+        assert main(["eval", "--config", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluation: " in out and "millivid: LPIPS last half" in out

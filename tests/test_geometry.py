@@ -34,3 +34,14 @@ def test_invalid_combinations(size, patch, levels):
 def test_level_out_of_range():
     with pytest.raises(ValueError, match="outside"):
         LevelGeometry(64, 4, 4).tokens(4)
+
+
+@pytest.mark.parametrize("finest,levels,tokens", [(256, 4, (256, 64, 16, 4)), (64, 2, (64, 16)), (1, 1, (1,))])
+def test_geometry_from_the_finest_token_count(finest, levels, tokens):
+    assert LevelGeometry.from_finest_tokens(finest, levels).tokens_per_level == tokens
+
+
+@pytest.mark.parametrize("finest,levels", [(100, 3), (36, 2), (16, 4), (0, 1), (-4, 1), (64, 0)])
+def test_finest_token_counts_without_such_a_pyramid(finest, levels):
+    with pytest.raises(ValueError, match=f"{finest} tokens are not an n x n grid"):
+        LevelGeometry.from_finest_tokens(finest, levels)

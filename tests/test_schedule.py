@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from toys import PAPER_TOKENS
 
-from millivid.config import load_config
+from millivid.config import ConfigError, load_config
 from millivid.diffusion.schedule import (
     CONTEXT,
     DENOISED,
@@ -22,10 +22,13 @@ from millivid.diffusion.schedule import (
     training_step_weights,
 )
 from millivid.diffusion.schedules import (
+    FAMILIES,
     FramePackScheduleConfig,
     FullResScheduleConfig,
     MilliVidScheduleConfig,
+    ScheduleConfig,
 )
+from millivid.geometry import LevelGeometry
 
 
 def millivid(windows, extra_budget, tokens):
@@ -251,6 +254,27 @@ def test_bad_schedule_configs_name_the_field(make, field):
     with pytest.raises(ValidationError) as info:
         make()
     assert field in str(info.value)
+
+
+def test_the_config_union_is_made_from_the_families_table():
+    adapter = TypeAdapter(ScheduleConfig)
+    for kind, (config_class, _) in FAMILIES.items():
+        assert type(adapter.validate_python({"kind": kind})) is config_class
+    with pytest.raises(ConfigError, match="field 'diffusion.methods.mine'.*'millivid', 'full_res', 'framepack'"):
+        load_config("smoke", ["diffusion.methods.mine={kind: nope}"])
+
+
+@pytest.mark.parametrize("kind", list(FAMILIES))
+@pytest.mark.parametrize("levels", [1, 3, 4])
+def test_a_family_config_knows_the_levels_it_builds_for(kind, levels):
+    """`config.levels`: the level count a config spells out (it builds for that many only), or None (any)."""
+    config = TypeAdapter(ScheduleConfig).validate_python({"kind": kind})
+    tokens = LevelGeometry.from_finest_tokens(4**levels, levels).tokens_per_level
+    if config.levels in (None, levels):
+        assert build_schedule(config, tokens).levels == levels
+    else:
+        with pytest.raises(ScheduleError):
+            build_schedule(config, tokens)
 
 
 @pytest.mark.parametrize(

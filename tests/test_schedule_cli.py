@@ -132,6 +132,13 @@ def test_plan_uses_the_eval_sizes(capsys, tmp_path):
     assert main(["schedule", "plan", "millivid", "--out", str(tmp_path / "plan.gif")]) == 1
 
 
+def test_compare_takes_only_geometry_overrides(capsys):
+    assert main(["schedule", "compare", "levels=3", "windows=[1,4,16]"]) == 1
+    assert "compare takes only finest_tokens=N / levels=N, not windows" in capsys.readouterr().err
+    assert main(["schedule", "compare", "levels=x"]) == 2
+    assert "field 'levels': got 'x'" in capsys.readouterr().err
+
+
 def test_compare_warns_about_unmatched_budgets(capsys, tmp_path):
     result = run_json(capsys, ["schedule", "compare", "--config", "paper"])
     assert set(result["methods"]) == {"millivid", "full_res", "framepack", "framepack_kernel"}

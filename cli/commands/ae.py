@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from typing import Any
 
 from millivid_cli.commands.pipeline import add_flow_arguments
-from millivid_cli.main import CommandError, add_config_arguments, config_from_args, print_json
+from millivid_cli.main import CommandError, add_config_arguments, config_from_args, emit
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -72,19 +74,20 @@ def run_eval(args: argparse.Namespace) -> int:
     result["models"] = models
     if args.figure:
         storage.write_bytes(args.figure, comparison_figure(loaded, frames[:4]))
-    if args.json:
-        print_json(result)
-    else:
-        for row in result["levels"]:
-            scores = "  ".join(f"{name}: PSNR {row[name]['psnr']:.2f} SSIM {row[name]['ssim']:.3f} LPIPS {row[name]['lpips']:.3f}"
-                               for name in loaded)
-            difference = row.get("psnr_difference")
-            if difference:
-                first, second = result["compared"]
-                scores += (f"  PSNR {first} - {second}: {difference['mean']:+.2f} dB "
-                           f"[{difference['ci_low']:+.2f}, {difference['ci_high']:+.2f}]")
-            print(f"level {row['level']} ({row['tokens']} tokens)  {scores}")
-    return 0
+    return emit(result, args.json, text=level_lines)
+
+
+def level_lines(result: dict[str, Any]) -> Iterator[str]:
+    """One line per level: every model's PSNR, SSIM and LPIPS, and the PSNR difference of the two compared."""
+    for row in result["levels"]:
+        scores = "  ".join(f"{name}: PSNR {row[name]['psnr']:.2f} SSIM {row[name]['ssim']:.3f} LPIPS {row[name]['lpips']:.3f}"
+                           for name in result["models"])
+        difference = row.get("psnr_difference")
+        if difference:
+            first, second = result["compared"]
+            scores += (f"  PSNR {first} - {second}: {difference['mean']:+.2f} dB "
+                       f"[{difference['ci_low']:+.2f}, {difference['ci_high']:+.2f}]")
+        yield f"level {row['level']} ({row['tokens']} tokens)  {scores}"
 
 
 def trained_models(config) -> dict[str, str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from typing import Any
 
-from millivid_cli.main import CommandError, print_json
+from millivid_cli.main import CommandError, emit
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +37,6 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from millivid_platform import regression, tracking
-    from millivid_platform.pipeline import HEADLINE_KEYS
     from millivid_platform.settings import load_settings
 
     settings = load_settings()
@@ -44,14 +45,17 @@ def run_show(args: argparse.Namespace) -> int:
     if run is None:
         raise CommandError(f"no baseline for '{args.group}'; promote one with `millivid baseline promote RUN_ID`")
     baseline = regression.describe_baseline(settings, run)
-    if args.json:
-        print_json(baseline)
-        return 0
-    print(f"baseline of '{args.group}': evaluate run {baseline['run_id']} ({baseline['run_name']})")
-    print(f"  promoted {baseline['promoted_at'] or 'before promotion dates were recorded'}, "
-          f"evaluated {baseline['evaluated_at']}, commit {(baseline['git_commit'] or '?')[:12]}")
-    print(f"  MLflow: {baseline['link']}")
-    for name, value in baseline["metrics"].items():  # the headline numbers; --json has them all
+    return emit(baseline, args.json, text=lambda found: baseline_lines(found, args.group))
+
+
+def baseline_lines(baseline: dict[str, Any], group: str) -> Iterator[str]:
+    """The baseline's run, dates, commit, MLflow link and headline numbers (`--json` has every metric)."""
+    from millivid_platform.pipeline import HEADLINE_KEYS
+
+    yield f"baseline of '{group}': evaluate run {baseline['run_id']} ({baseline['run_name']})"
+    yield (f"  promoted {baseline['promoted_at'] or 'before promotion dates were recorded'}, "
+           f"evaluated {baseline['evaluated_at']}, commit {(baseline['git_commit'] or '?')[:12]}")
+    yield f"  MLflow: {baseline['link']}"
+    for name, value in baseline["metrics"].items():
         if name.rsplit("/", 1)[-1] in HEADLINE_KEYS:
-            print(f"  {name:<40} {value:.4g}")
-    return 0
+            yield f"  {name:<40} {value:.4g}"

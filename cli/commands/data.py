@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from millivid.world.policies import POLICIES
-from millivid_cli.main import CommandError, print_result
+from millivid_cli.main import CommandError, emit, key_value_lines
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +200,7 @@ def summary(uri: str, verify: bool) -> dict[str, Any]:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    return print_result(summary(args.uri, args.verify), args.json, key_width=16)
+    return emit(summary(args.uri, args.verify), args.json, text=functools.partial(key_value_lines, key_width=16))
 
 
 def run_preview(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import platform as std_platform
 import sys
 from typing import Any
 
-from millivid_cli.main import add_config_arguments, config_from_args, print_result
+from millivid_cli.main import add_config_arguments, config_from_args, emit
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -63,4 +63,4 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    return print_result(report(args), args.json)
+    return emit(report(args), args.json)

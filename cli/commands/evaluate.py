@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from typing import Any
 
-from millivid_cli.main import CommandError, add_config_arguments, config_from_args, print_json
+from millivid_cli.main import CommandError, add_config_arguments, config_from_args, emit
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -20,29 +22,29 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from millivid import storage
     from millivid_platform import embedded_prefect, preflight
-    from millivid_platform.compute import ensure_ray
     from millivid_platform.settings import load_settings
 
     config = config_from_args(args)
     if not args.model:
         preflight.check_config(config, "evaluate")
     settings = load_settings()
-    settings.export_environment()
-    ensure_ray(settings)
+    settings.export_environment()  # Ray starts only if the evaluation runs (a cache miss: `stages.execute`)
     if args.model:
         result = evaluate_models(settings, config, args.model, args.force)
     else:
         embedded_prefect.start(settings)
         result = evaluate_config(config, args.force)
-    summary = storage.read_json(storage.join(result.outputs["evaluation_uri"], "summary.json"))
-    if args.json:
-        print_json({"run_id": result.run_id, "evaluation_uri": result.outputs["evaluation_uri"], "summary": summary})
-    else:
-        print(f"evaluation: {result.outputs['evaluation_uri']} (MLflow run {result.run_id})")
-        for name, entry in summary["per_method"].items():
-            lpips = entry["last_half"]["lpips"]
-            print(f"{name:>22}: LPIPS last half {lpips['mean']:.4f} [{lpips['ci_low']:.4f}, {lpips['ci_high']:.4f}]")
-    return 0
+    uri = result.outputs["evaluation_uri"]
+    summary = storage.read_json(storage.join(uri, "summary.json"))
+    return emit({"run_id": result.run_id, "evaluation_uri": uri, "summary": summary}, args.json, text=evaluation_lines)
+
+
+def evaluation_lines(evaluation: dict[str, Any]) -> Iterator[str]:
+    """Where the evaluation is, then each method's LPIPS over the last half of the rollout with its interval."""
+    yield f"evaluation: {evaluation['evaluation_uri']} (MLflow run {evaluation['run_id']})"
+    for name, entry in evaluation["summary"]["per_method"].items():
+        lpips = entry["last_half"]["lpips"]
+        yield f"{name:>22}: LPIPS last half {lpips['mean']:.4f} [{lpips['ci_low']:.4f}, {lpips['ci_high']:.4f}]"
 
 
 def evaluate_config(config, force):

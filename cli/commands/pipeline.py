@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from millivid.config import PRESETS, load_config
-from millivid_cli.main import add_config_arguments, print_json
+from millivid_cli.main import add_config_arguments, emit, key_value_lines
 from millivid_platform.pipeline import STAGES, PipelineParams
 
 if TYPE_CHECKING:
@@ -58,12 +58,12 @@ def params_from_args(args: argparse.Namespace) -> PipelineParams:
     """The flow's parameters, once everything the command line and the config alone decide checks out."""
     from millivid_platform import preflight
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides)  # the run's one load: ConfigError names the field
     preflight.check_config(config, args.until, args.methods)  # seconds, before Ray or Prefect start
     common: dict[str, Any] = {"force": args.force, "methods": args.methods or [], "time_limit_minutes": args.time_limit_minutes}
     if args.config in PRESETS:
-        return PipelineParams(preset=args.config, overrides=args.overrides, **common)
-    return PipelineParams(config=config, **common)
+        return PipelineParams.from_loaded(config, preset=args.config, overrides=args.overrides, **common)
+    return PipelineParams.from_loaded(config, config=config, **common)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,10 +95,7 @@ def run_flow(args: argparse.Namespace, settings: PlatformSettings, params: Pipel
         flow = flows.BY_HAND[next(name for name, until, _ in flows.STAGE_FLOWS if until == args.until)]
         state = flow(params, return_state=True)
     if state.is_cancelled():  # a stage paused at the time limit (the message says which, and how far)
-        if args.json:
-            print_json({"paused": state.message})
-        else:
-            print(state.message)
+        emit({"paused": state.message}, args.json, text=lambda paused: [paused["paused"]])
         return EXIT_PAUSED
     print_results(args, state.result(), started, work_needed=True)
     return 0
@@ -116,41 +113,16 @@ def cached_results(settings: PlatformSettings, params: PipelineParams, until: st
 
 
 def probe_stages(settings: PlatformSettings, params: PipelineParams, until: str) -> dict[str, Any]:
-    """`flows.pipeline.run_until`'s walk with a probing context: the same stage functions (so the same
-    cache keys), each returning the finished run it would reuse; raises `CacheMiss` where one would run.
-    The results have the flow's shape; there is no pipeline run (`pipeline_run_id` None)."""
+    """The flow's walk (`stage_walk.walk_stages`) with a probing context: the same stage functions
+    (so the same cache keys), each returning the finished run it would reuse; raises `CacheMiss`
+    where one would run. The results have the flow's shape; there is no pipeline run
+    (`pipeline_run_id` None)."""
     from millivid_dashboards import report_stage
-    from millivid_platform import (
-        autoencoder_stage,
-        data_stage,
-        diffusion_stage,
-        evaluation_stage,
-        preflight,
-    )
-    from millivid_platform.pipeline import headline_metrics, probe_context
-    from millivid_platform.stages import CacheMiss
+    from millivid_platform.pipeline import probe_context
+    from millivid_platform.stage_walk import StageSteps, walk_stages
 
     ctx, config = probe_context(settings, params)
-    last = STAGES.index(until)
-    results: dict[str, Any] = {"data": data_stage.run(ctx, config.data)}
-    preflight.check_dataset(config, results["data"].outputs["dataset_uri"], until, params.methods)
-    if last >= STAGES.index("autoencoder"):
-        if config.autoencoder.compare_downscaled:  # the stage compares the two variants on every run, cached or not
-            raise CacheMiss("autoencoder: autoencoder.compare_downscaled compares the variants again")
-        results["autoencoder"] = autoencoder_stage.train(ctx, config, results["data"])
-    if last >= STAGES.index("encode"):
-        autoencoder = results["autoencoder"]["hierarchical"]
-        results["encode"] = autoencoder_stage.encode(ctx, config, results["data"], autoencoder)
-    if last >= STAGES.index("diffusion"):
-        methods = params.methods or list(config.diffusion.methods)
-        results["diffusion"] = {method: diffusion_stage.train(ctx, config, method, results["encode"], autoencoder)
-                                for method in methods}
-    if last >= STAGES.index("evaluate"):
-        results["evaluate"] = evaluation_stage.run(ctx, config, results["data"], autoencoder, results["encode"],
-                                                   results["diffusion"])
-        results["metrics"] = headline_metrics(results["evaluate"], list(results["diffusion"]))
-    if last >= STAGES.index("report"):
-        results["report"] = report_stage.run(ctx, config, results)
+    results = walk_stages(ctx, config, params, until, StageSteps.direct(report=report_stage.run))
     return {**results, "pipeline_run_id": None, "experiment_id": ctx.experiment_id, "config_name": config.name}
 
 
@@ -158,14 +130,14 @@ def print_results(args: argparse.Namespace, results: dict[str, Any], started: fl
     """Each stage's result, as text or (`--json`) one JSON object; `work_needed` false: all came from the cache."""
     summary = {"wall_seconds": round(time.perf_counter() - started, 2), "stages": jsonable(results),
                "work_needed": work_needed}
-    if args.json:
-        print_json(summary)
-        return
-    for stage, result in summary["stages"].items():
-        print(f"{stage:>12}: {result}")
-    if not work_needed:
-        print("every stage was cached: no work needed (neither Ray nor Prefect started, no MLflow run recorded)")
-    print(f"done in {summary['wall_seconds']} s")
+    emit(summary, args.json, text=summary_lines)
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    lines = key_value_lines(summary["stages"], key_width=12)
+    if not summary["work_needed"]:
+        lines.append("every stage was cached: no work needed (neither Ray nor Prefect started, no MLflow run recorded)")
+    return [*lines, f"done in {summary['wall_seconds']} s"]
 
 
 def jsonable(value: Any) -> Any:

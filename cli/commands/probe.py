@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from typing import Any
 
-from millivid_cli.main import CommandError, add_config_arguments, config_from_args, print_json
+from millivid_cli.main import CommandError, add_config_arguments, config_from_args, emit
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from millivid.eval.knockout import case_errors, knockout_cases, rows_of, summarize_knockout
     from millivid.eval.plots import knockout_png
     from millivid.eval.protocol import EvalData, draw_examples, load_window
-    from millivid.eval.stats import interval_text
     from millivid_platform.artifacts import resolve_output
     from millivid_platform.settings import load_settings
 
@@ -62,17 +63,21 @@ def run(args: argparse.Namespace) -> int:
         storage.write_bytes(storage.join(args.out, "knockout.png"), knockout_png(levels, info.method))
         storage.write_bytes(storage.join(args.out, "cases.json"), json.dumps([row.to_json() for row in rows]).encode())
         result["out"] = args.out
-    if args.json:
-        print_json(result)
-        return 0
-    print(f"{info.method}: {len(rows)} cases on {len(examples)} windows; reach {schedule.reach.overall} frames")
-    for level, entry in levels.items():
+    return emit(result, args.json, text=knockout_lines)
+
+
+def knockout_lines(result: dict[str, Any]) -> Iterator[str]:
+    """The cases probed, then per level the v-MSE intact, knocked out, control and the memory effect."""
+    from millivid import storage
+    from millivid.eval.stats import interval_text
+
+    yield f"{result['method']}: {result['cases']} cases on {result['examples']} windows; reach {result['reach']['overall']} frames"
+    for level, entry in result["levels"].items():
         effect, intact = entry["memory_effect"]["mean"], entry["intact"]["mean"]
         relative = f" ({100 * effect / intact:+.2f}% of intact)" if effect is not None and intact else ""
-        print(f"level {level} ({entry['cases']} cases, {entry['examples']} examples): v-MSE on revisit frames intact "
-              f"{interval_text(entry['intact'])}, revisited frame knocked out {interval_text(entry['knocked'])}, another frame "
-              f"knocked out {interval_text(entry['control'])}; memory effect (knocked - control) "
-              f"{interval_text(entry['memory_effect'])}{relative}")
-    if args.out:
-        print(f"wrote {storage.join(args.out, 'knockout.png')} and cases.json")
-    return 0
+        yield (f"level {level} ({entry['cases']} cases, {entry['examples']} examples): v-MSE on revisit frames intact "
+               f"{interval_text(entry['intact'])}, revisited frame knocked out {interval_text(entry['knocked'])}, another frame "
+               f"knocked out {interval_text(entry['control'])}; memory effect (knocked - control) "
+               f"{interval_text(entry['memory_effect'])}{relative}")
+    if "out" in result:
+        yield f"wrote {storage.join(result['out'], 'knockout.png')} and cases.json"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from millivid_cli.main import CommandError, print_json
+from millivid_cli.main import CommandError, emit
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +61,11 @@ def run_report(args: argparse.Namespace) -> int:
         client.set_terminated(logged)
     result = {"index": str(index), "runs": run_ids, "baselines": sorted(baselines),
               "mlflow_run": tracking.run_url(settings, experiment_id, logged, "site/index.html") if logged else None}
-    if args.json:
-        print_json(result)
-    else:
-        print(f"site of {len(run_ids)} run(s): {index}")
-        if logged:
-            print(f"logged to MLflow under site/: {result['mlflow_run']}")
-    return 0
+    return emit(result, args.json, text=site_lines)
+
+
+def site_lines(result: dict[str, Any]) -> Iterator[str]:
+    """Where the site is, and its MLflow run when it was logged."""
+    yield f"site of {len(result['runs'])} run(s): {result['index']}"
+    if result["mlflow_run"]:
+        yield f"logged to MLflow under site/: {result['mlflow_run']}"

@@ -5,16 +5,16 @@ schedule kind. Overrides set schedule fields (`windows=[1,4,16,64] extra_budget=
 `context=[3,12,48,192]`) plus `finest_tokens=N` / `levels=N` for the level geometry, which
 otherwise comes from the config (data.size, autoencoder.model.patch and levels). With
 finest_tokens, level l has finest_tokens / 4^l tokens and `levels` defaults to the schedule's own
-level count (len(windows) or len(context)).
+level count (its config's `levels`: len(windows) or len(context)). Values parse as the config
+loader parses overrides (YAML), and bad ones read as its errors do.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from millivid.config import (
     ConfigError,
@@ -23,17 +23,22 @@ from millivid.config import (
     describe_validation_error,
     load_config,
 )
-from millivid.diffusion.schedules import (
-    FAMILIES,
-    FramePackScheduleConfig,
-    MilliVidScheduleConfig,
-    ScheduleConfig,
-)
-from millivid.geometry import LevelGeometry, geometry_problem
-from millivid_cli.main import CommandError, print_json
+from millivid.diffusion.schedule_core import Schedule
+from millivid.diffusion.schedules import FAMILIES, ScheduleConfig
+from millivid.geometry import LevelGeometry
+from millivid.schema import Frozen
+from millivid_cli.main import CommandError, emit, key_value_lines, print_json
 
 KINDS = tuple(FAMILIES)
-GEOMETRY_KEYS = ("finest_tokens", "levels")
+DESCRIBED = ("name", "kind", "steps", "steps_per_level", "chunk_frames", "new_frames_per_chunk", "max_tokens_per_step",
+             "min_tokens_per_step", "model_calls_per_new_frame", "reach", "context_source", "config", "geometry")
+
+
+class LevelOverrides(Frozen):
+    """The command's own overrides beside the schedule fields: the level geometry to build for."""
+
+    finest_tokens: int | None = Field(None, ge=1, description="finest-level tokens, an n x n grid (n a power of two)")
+    levels: int | None = Field(None, ge=1, description="levels (default: the schedule's own count, else the config's)")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -101,82 +106,68 @@ def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, int]]:
-    """(schedule field overrides, {finest_tokens/levels: int}); values parsed as the config loader does."""
-    fields, geometry = [], {}
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if key not in GEOMETRY_KEYS:
-            fields.append(item)
-            continue
-        value = apply_overrides({}, [item]).get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"override {item!r}: {key} must be a positive integer")
-        geometry[key] = value
-    return fields, geometry
+def parse_overrides(base: dict[str, Any], overrides: list[str], origin: str) -> tuple[dict[str, Any], LevelOverrides]:
+    """`base` with the KEY=VALUE overrides set as the config loader sets them (`apply_overrides`: values
+    parsed as YAML), less the geometry keys, which come back as LevelOverrides.
+
+    Raises ConfigError naming the override, or (from `origin`) the geometry field and its value."""
+    fields = apply_overrides(base, overrides)
+    geometry = {key: fields.pop(key) for key in LevelOverrides.model_fields if key in fields}
+    return fields, validated(LevelOverrides, geometry, origin)
 
 
-def schedule_config(config: ExperimentConfig, name: str, fields: list[str]) -> ScheduleConfig:
+def validated(kind: Any, raw: dict[str, Any], origin: str) -> Any:
+    """`raw` validated as `kind` (a model or a union); errors read as the config loader's."""
+    try:
+        return TypeAdapter(kind).validate_python(raw)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, origin)) from None
+
+
+def chosen_schedule(config: ExperimentConfig, name: str, overrides: list[str]) -> tuple[ScheduleConfig, LevelOverrides]:
+    """The schedule config NAME stands for (a method of `config`, else a kind's defaults) with the
+    overrides' schedule fields set, and the overrides' level geometry."""
     methods = config.diffusion.methods
     if name in methods:
-        raw = methods[name].model_dump(mode="json")
+        base = methods[name].model_dump(mode="json")
     elif name in KINDS:
-        raw = {"kind": name}
+        base = {"kind": name}
     else:
         raise CommandError(
             f"unknown schedule {name!r}: not a method of this config ({', '.join(methods)}) nor a kind ({', '.join(KINDS)})"
         )
-    try:
-        return TypeAdapter(ScheduleConfig).validate_python(apply_overrides(raw, fields))
-    except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, f"schedule {name!r}")) from None
+    origin = f"schedule {name!r}"
+    fields, geometry = parse_overrides(base, overrides, origin)
+    return validated(ScheduleConfig, fields, origin), geometry
 
 
-def level_tokens(
-    config: ExperimentConfig, schedule: ScheduleConfig, geometry: dict[str, int]
-) -> tuple[tuple[int, ...], str]:
-    """Tokens per level (finest first) and where they came from, as `millivid.geometry` counts them.
-
-    `finest_tokens=N` stands for an `n x n` token grid (N = n^2): a frame of `n x n` one-token patches."""
+def level_tokens(config: ExperimentConfig, schedule: ScheduleConfig, geometry: LevelOverrides) -> tuple[tuple[int, ...], str]:
+    """Tokens per level (finest first) and where they came from, as `millivid.geometry` counts them:
+    the config's geometry, with `levels` (default: the schedule's own level count) or, given
+    `finest_tokens`, an n x n grid of one-token patches."""
     g = config.geometry
-    if not geometry:
-        return (
-            g.tokens_per_level,
-            f"config {config.name}: {g.size}x{g.size} frames, {g.patch}x{g.patch} patches, {g.levels} levels",
-        )
-    levels = geometry.get("levels") or own_levels(schedule) or g.levels
-    if "finest_tokens" not in geometry:
-        problem = geometry_problem(g.size, g.patch, levels)
-        if problem:
-            raise ConfigError(f"levels: {problem}")
-        return LevelGeometry(g.size, g.patch, levels).tokens_per_level, (
-            f"config {config.name}: {g.size}x{g.size} frames, {g.patch}x{g.patch} patches, levels={levels}"
-        )
-    finest = geometry["finest_tokens"]
-    side = math.isqrt(finest)
-    if side * side != finest or geometry_problem(side, 1, levels):
-        raise ConfigError(
-            f"finest_tokens: {finest} tokens are not an n x n grid (n a power of two) that halves per side "
-            f"{levels - 1} times for {levels} levels"
-        )
-    return LevelGeometry(side, 1, levels).tokens_per_level, f"finest_tokens={finest}, levels={levels} (4x fewer per level)"
+    configured = f"config {config.name}: {g.size}x{g.size} frames, {g.patch}x{g.patch} patches"
+    if geometry.finest_tokens is None and geometry.levels is None:
+        return g.tokens_per_level, f"{configured}, {g.levels} levels"
+    levels = geometry.levels or schedule.levels or g.levels
+    if geometry.finest_tokens is None:
+        try:
+            chosen = LevelGeometry(g.size, g.patch, levels)
+        except ValueError as err:
+            raise ConfigError(f"levels: {err}") from None
+        return chosen.tokens_per_level, f"{configured}, levels={levels}"
+    try:
+        chosen = LevelGeometry.from_finest_tokens(geometry.finest_tokens, levels)
+    except ValueError as err:
+        raise ConfigError(f"finest_tokens: {err}") from None
+    return chosen.tokens_per_level, f"finest_tokens={geometry.finest_tokens}, levels={levels} (4x fewer per level)"
 
 
-def own_levels(schedule: ScheduleConfig) -> int | None:
-    """Levels a schedule config spells out itself (full_res works with any number)."""
-    if isinstance(schedule, MilliVidScheduleConfig):
-        return len(schedule.windows)
-    if isinstance(schedule, FramePackScheduleConfig):
-        return len(schedule.context)
-    return None
-
-
-def resolve(args: argparse.Namespace, config: ExperimentConfig) -> tuple[Any, ScheduleConfig, dict[str, Any]]:
+def resolve(args: argparse.Namespace, config: ExperimentConfig) -> tuple[Schedule, ScheduleConfig, dict[str, Any]]:
     """The Schedule named on the command line, its config, and the level geometry used."""
     from millivid.diffusion.schedule import ScheduleError, build_schedule
 
-    fields, geometry = split_overrides(args.overrides)
-    chosen = schedule_config(config, args.name, fields)
+    chosen, geometry = chosen_schedule(config, args.name, args.overrides)
     tokens, source = level_tokens(config, chosen, geometry)
     try:
         schedule = build_schedule(chosen, tokens, args.name)
@@ -192,31 +183,17 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig) -> tuple[Any, Sc
 def run_describe(args: argparse.Namespace) -> int:
     schedule, chosen, geometry = resolve(args, load_config(args.config))
     result = {**schedule.describe(), "config": chosen.model_dump(mode="json"), "geometry": geometry}
-    if args.json:
-        print_json(result)
-        return 0
-    for key in (
-        "name",
-        "kind",
-        "steps",
-        "steps_per_level",
-        "chunk_frames",
-        "new_frames_per_chunk",
-        "max_tokens_per_step",
-        "min_tokens_per_step",
-        "model_calls_per_new_frame",
-        "reach",
-        "context_source",
-        "config",
-        "geometry",
-    ):
-        print(f"{key:>26}: {result[key]}")
-    print(
-        "\nstep 0 (rows coarsest first; D denoised, c context, . unseen; columns = frames, oldest left):"
-    )
-    for level in reversed(range(schedule.levels)):
-        print(f"  level {level} |" + "".join(".cD"[value] for value in schedule.steps[0][level]))
-    return 0
+    return emit(result, args.json, text=lambda described: description_lines(described, schedule))
+
+
+def description_lines(described: dict[str, Any], schedule: Schedule) -> list[str]:
+    """The DESCRIBED numbers, then the first step drawn as one row of cells per level, coarsest first."""
+    return [
+        *key_value_lines({key: described[key] for key in DESCRIBED}, key_width=26),
+        "\nstep 0 (rows coarsest first; D denoised, c context, . unseen; columns = frames, oldest left):",
+        *(f"  level {level} |" + "".join(".cD"[value] for value in schedule.steps[0][level])
+          for level in reversed(range(schedule.levels))),
+    ]
 
 
 def run_draw(args: argparse.Namespace) -> int:
@@ -265,9 +242,9 @@ def run_compare(args: argparse.Namespace) -> int:
     from millivid.diffusion.schedule import ScheduleError, budget_warnings, build_schedule
 
     config = load_config(args.config)
-    fields, geometry = split_overrides(args.overrides)
+    fields, geometry = parse_overrides({}, args.overrides, f"schedule compare --config {args.config}")
     if fields:
-        raise CommandError(f"compare takes only finest_tokens=N / levels=N, got {fields}")
+        raise CommandError(f"compare takes only finest_tokens=N / levels=N, not {', '.join(fields)}")
     schedules = []
     for name, chosen in config.diffusion.methods.items():
         try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Iterator
+from typing import Any
 
-from millivid_cli.main import CommandError, print_json
+from millivid_cli.main import CommandError, emit
 
 SERVED_DEPLOYMENTS = "millivid_flows.serve"  # the module the stack runs to serve the `<flow>/local` deployments
 
@@ -45,14 +47,17 @@ def run_status(args: argparse.Namespace) -> int:
     from millivid_platform.settings import load_settings
 
     rows = stack.status(load_settings())
-    if args.json:
-        print_json({"services": rows})
-    elif not rows:
-        print("stack is not running (`millivid stack up`)")
-    for row in rows if not args.json else []:
-        state = "healthy" if row["healthy"] else ("running, not healthy" if row["alive"] else "stopped")
-        print(f"{row['name']:>12}: {state:<22} {row['url']} (pid {row['pid']}, log {row['log']})")
+    emit({"services": rows}, args.json, text=service_lines)
     return 0 if rows and all(row["healthy"] for row in rows) else 1
+
+
+def service_lines(status: dict[str, Any]) -> Iterator[str]:
+    """One line per service: its state, address, pid and log; or that the stack is not running."""
+    if not status["services"]:
+        yield "stack is not running (`millivid stack up`)"
+    for row in status["services"]:
+        state = "healthy" if row["healthy"] else ("running, not healthy" if row["alive"] else "stopped")
+        yield f"{row['name']:>12}: {state:<22} {row['url']} (pid {row['pid']}, log {row['log']})"
 
 
 def run_down(args: argparse.Namespace) -> int:

@@ -40,6 +40,11 @@ class FramePackScheduleConfig(Frozen):
             raise ValueError(f"context frame counts must be >= 0, got {context}")
         return context
 
+    @property
+    def levels(self) -> int:
+        """Levels this schedule spells out: one context count each."""
+        return len(self.context)
+
 
 def build(config: FramePackScheduleConfig, tokens: tuple[int, ...]) -> Chunk:
     if len(config.context) != len(tokens):

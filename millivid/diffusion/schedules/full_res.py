@@ -22,6 +22,11 @@ class FullResScheduleConfig(Frozen):
     kind: Literal["full_res"] = "full_res"
     frames: int = Field(14, ge=2, description="finest frames per step: frames // 2 context, the rest denoised")
 
+    @property
+    def levels(self) -> None:
+        """None: it steps the finest level only, so it fits any number of levels."""
+        return None
+
 
 def build(config: FullResScheduleConfig, tokens: tuple[int, ...]) -> Chunk:
     context = config.frames // 2

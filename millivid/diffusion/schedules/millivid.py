@@ -61,6 +61,11 @@ class MilliVidScheduleConfig(Frozen):
                 )
         return windows
 
+    @property
+    def levels(self) -> int:
+        """Levels this schedule spells out: one window each."""
+        return len(self.windows)
+
 
 def build(config: MilliVidScheduleConfig, tokens: tuple[int, ...]) -> Chunk:
     windows = config.windows
