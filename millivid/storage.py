@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ def atomic_open(uri: str, mode: str = "wb") -> Iterator[IO[Any]]:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     if protocol_of(fs) in OBJECT_STORES:
-        with fs.open(path, mode) as handle:
+        with object_upload(fs, path, mode) as handle:
             yield handle
         return
     tmp = f"{parent}/.{name}{TMP_MARK}{uuid.uuid4().hex}" if parent else f".{name}{TMP_MARK}{uuid.uuid4().hex}"
@@ -64,6 +65,27 @@ def atomic_open(uri: str, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError, OSError):
             fs.rm(tmp)
         raise
+
+
+@contextlib.contextmanager
+def object_upload(fs: fsspec.AbstractFileSystem, path: str, mode: str) -> Iterator[IO[Any]]:
+    """An object store's file whose object appears only when the block finishes: opened with
+    fsspec's `autocommit=False`, its upload is completed by `commit()` after the block, and thrown
+    away by `discard()` when the block raises (s3fs aborts the multipart upload; nothing was PUT).
+    An upload left unfinished by a killed writer is invisible to readers (the bucket's lifecycle
+    rule aborts it)."""
+    raw = fs.open(path, "wb", autocommit=False)
+    handle = io.TextIOWrapper(raw, encoding="utf-8") if mode == "w" else raw
+    try:
+        yield handle
+        handle.close()  # uploads what is buffered; a text handle flushes into `raw` first
+    except BaseException:
+        with contextlib.suppress(Exception):  # the store may be what failed
+            handle.close()
+        with contextlib.suppress(Exception):
+            raw.discard()
+        raise
+    raw.commit()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
