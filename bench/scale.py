@@ -1,7 +1,7 @@
 """Scale-out on one machine (issue 16): training samples/s by workers and nodes, recovery from a
 lost node, checkpoint throughput to the object store.
 
-Starts the local cluster of tests/test_scale.py once (`millivid_platform.local_cluster`): moto's
+Starts the local cluster of tests/test_scale.py once (`local_cluster.LocalCluster`, the same class): moto's
 S3 server, PostgreSQL with an MLflow server on it (artifacts on S3), a Ray head and a second Ray
 node with one CPU each. This process is the driver and runs the ordinary pipeline (the
 `train-autoencoder` flow of the smoke preset, the autoencoder stage forced every time) pointed at
@@ -38,14 +38,12 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from millivid_platform import local_cluster
 
 BUCKET = "millivid-bench"
-ROOT = f"s3://{BUCKET}/storage"
 HEAD_IP, NODE_IP = "127.0.0.12", "127.0.0.13"  # not the scale tests' 127.0.0.2/.3
 NODE_CPUS = 1
 LOG_EVERY = 5  # also the checkpoint interval: metrics are published with each checkpoint
@@ -94,24 +92,19 @@ def run(quick: bool = False) -> dict:
 
 def measure(quick: bool, folder: Path, cleanups: list) -> dict:
     started = time.perf_counter()
-    s3 = local_cluster.object_store(folder)
-    cleanups.append(s3.process.stop)
-    s3.make_bucket(BUCKET)
-    os.environ.update({**s3.environment(), "MILLIVID_STORAGE_ROOT": ROOT, "MILLIVID_WORKSPACE": str(folder / "workspace")})
+    cluster = local_cluster.LocalCluster(folder, BUCKET, HEAD_IP, NODE_IP, NODE_CPUS)
+    cleanups.append(cluster.stop)
+    cluster.start_object_store()
+    os.environ.update({**cluster.store.environment(), "MILLIVID_STORAGE_ROOT": cluster.storage_root,
+                       "MILLIVID_WORKSPACE": str(folder / "workspace")})
     from millivid_platform.object_store import ObjectStoreSettings
 
     ObjectStoreSettings().export_environment()
-    checkpoint = checkpoint_throughput(ROOT, megabytes=16 if quick else 64, repeats=1 if quick else 2)
+    checkpoint = checkpoint_throughput(cluster.storage_root, megabytes=16 if quick else 64, repeats=1 if quick else 2)
 
     cluster_started = time.perf_counter()
-    cluster = Cluster(folder, cleanups)
-    with ThreadPoolExecutor(2) as pool:  # the two slow starts overlap
-        tracking = pool.submit(cluster.start_tracking, s3)
-        nodes = pool.submit(cluster.start_ray)
-        errors = [future.exception() for future in (tracking, nodes)]
-    if any(errors):
-        raise next(error for error in errors if error)
-    os.environ.update({"MLFLOW_TRACKING_URI": cluster.tracking_uri, "RAY_ADDRESS": cluster.ray_address})
+    cluster.start_tracking_and_ray()
+    os.environ.update(cluster.environment())
     startup_s = time.perf_counter() - cluster_started
 
     driver_started = time.perf_counter()
@@ -208,43 +201,7 @@ def checkpoint_throughput(root: str, megabytes: int = 64, repeats: int = 2) -> d
             **{f"{key}_mb_per_s": round(mb / min(values), 1) for key, values in seconds.items()}}
 
 
-# --- the cluster and the driver --------------------------------------------------------------
-
-
-class Cluster:
-    def __init__(self, folder: Path, cleanups: list):
-        self.folder, self.cleanups = folder, cleanups
-        self.tracking_uri = self.ray_address = ""
-        self.node: local_cluster.Process | None = None
-
-    def start_tracking(self, s3: local_cluster.ObjectStore) -> None:
-        postgres = local_cluster.postgres(self.folder)
-        self.cleanups.append(postgres.stop)
-        postgres.create_database("mlflow")
-        self.tracking_uri, process = local_cluster.mlflow_server(self.folder, postgres.uri("mlflow"), f"s3://{BUCKET}/mlartifacts",
-                                                                 s3.environment())
-        self.cleanups.append(process.stop)
-
-    def start_ray(self) -> None:
-        port = local_cluster.free_port()
-        self.ray_address = f"{HEAD_IP}:{port}"
-        self.add_node(local_cluster.ray_node(self.folder, "head", HEAD_IP, NODE_CPUS, port=port))
-        self.node = self.add_node(local_cluster.ray_node(self.folder, "node", NODE_IP, NODE_CPUS, head_address=self.ray_address))
-
-    def add_node(self, node: local_cluster.Process) -> local_cluster.Process:
-        self.cleanups.append(node.stop)  # its Ray temp dir too
-        return node
-
-    def replace_node(self) -> None:
-        """A new machine in place of the lost one (the old node's `ray start` stops what is left of it)."""
-        self.node.stop()
-        self.node = self.add_node(local_cluster.ray_node(self.folder, "node-replacement", NODE_IP, NODE_CPUS,
-                                                         head_address=self.ray_address))
-
-    def client(self):
-        import mlflow
-
-        return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+# --- the driver --------------------------------------------------------------
 
 
 def start_driver(cleanups: list) -> None:
@@ -318,7 +275,7 @@ class NodeKiller(threading.Thread):
     """Once a running autoencoder stage has published step `after_step`, SIGKILL the second node's
     raylet and start a replacement node."""
 
-    def __init__(self, cluster: Cluster, after_step: int):
+    def __init__(self, cluster: local_cluster.LocalCluster, after_step: int):
         super().__init__(name="node-killer", daemon=True)
         self.cluster, self.after_step = cluster, after_step
         self.done = threading.Event()
@@ -338,7 +295,7 @@ class NodeKiller(threading.Thread):
                         raylet = local_cluster.raylet_pid(self.cluster.node)
                         self.killed_at = time.time()
                         os.kill(raylet, signal.SIGKILL)  # the second machine is gone
-                        self.cluster.replace_node()
+                        self.cluster.replace_node("node-replacement")
                         self.replaced_at = time.time()
                         return
                 time.sleep(0.5)
@@ -346,7 +303,7 @@ class NodeKiller(threading.Thread):
             self.error = err
 
 
-def kill_and_recover(cluster: Cluster, steps: int, unkilled: dict) -> dict:
+def kill_and_recover(cluster: local_cluster.LocalCluster, steps: int, unkilled: dict) -> dict:
     killer = NodeKiller(cluster, KILL_AFTER_STEP)
     killer.start()
     try:

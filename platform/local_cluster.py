@@ -3,6 +3,7 @@
 extra), PostgreSQL in a throwaway folder, an MLflow server on it with artifacts on S3 and a Prefect
 server on it.
 
+`LocalCluster` is all of it at once, as both start it; the functions below start one piece each.
 Every process runs in its own process group and is stopped by it. Ray nodes take distinct
 loopback addresses (127.0.0.2, 127.0.0.3, ...): Ray keeps a node on 127.0.0.1 only in its
 single-machine mode, which refuses to add a second node; with any other address its GCS and
@@ -21,7 +22,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
 
@@ -92,6 +94,11 @@ def tcp_open(host: str, port: int) -> bool:
 class ObjectStore:
     endpoint: str
     process: Process
+    folder: Path  # where its log goes
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
 
     def environment(self) -> dict[str, str]:
         return {"AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint, **S3_CREDENTIALS}
@@ -100,6 +107,15 @@ class ObjectStore:
         import boto3
 
         boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials()).create_bucket(Bucket=name)
+
+    def stop(self) -> None:
+        """Stop the server: from now on its endpoint refuses connections, as a store that is down."""
+        self.process.stop()
+
+    def start_again(self) -> None:
+        """A new server on the same endpoint, once it accepts connections. moto keeps objects in
+        memory, so it starts empty: no bucket, no object, no unfinished upload of the old one."""
+        self.process = object_store(self.folder, self.port).process
 
 
 def _boto_credentials() -> dict[str, str]:
@@ -113,7 +129,7 @@ def object_store(folder: Path, port: int | None = None) -> ObjectStore:
     process = start("moto", [str(BIN / "moto_server"), "-H", HOST, "-p", str(port)], folder)
     endpoint = f"http://{HOST}:{port}"
     wait_for(lambda: tcp_open(HOST, port), process, "S3 endpoint")
-    return ObjectStore(endpoint, process)
+    return ObjectStore(endpoint, process, folder)
 
 
 def postgres_bin() -> Path:
@@ -231,3 +247,104 @@ def raylet_pid(node: Process) -> int:
                 if stat.split("(", 1)[1].split(")", 1)[0] == "raylet" and int(stat.rsplit(")", 1)[1].split()[1]) == node.popen.pid:
                     return int(entry.name)
     raise LookupError(f"no raylet under {node.name} (pid {node.popen.pid})")
+
+
+@dataclass
+class LocalCluster:
+    """The whole multi-node set-up (tests/test_scale.py, `millivid bench scale`): moto S3 with
+    `bucket`, PostgreSQL and an MLflow server on it (artifacts in s3://bucket/mlartifacts), a Ray
+    head on `head_ip` and a second node on `node_ip` with `node_cpus` CPUs each. Its logs and
+    PostgreSQL's data go to `folder`; `stop()` stops whatever was started, last first."""
+
+    folder: Path
+    bucket: str
+    head_ip: str
+    node_ip: str
+    node_cpus: float = 1
+    store: ObjectStore | None = None
+    postgres: Postgres | None = None
+    mlflow: Process | None = None
+    head: Process | None = None
+    node: Process | None = None
+    mlflow_port: int = field(default_factory=free_port)
+    head_port: int = field(default_factory=free_port)
+
+    @property
+    def storage_root(self) -> str:
+        return f"s3://{self.bucket}/storage"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{HOST}:{self.mlflow_port}"
+
+    @property
+    def ray_address(self) -> str:
+        return f"{self.head_ip}:{self.head_port}"
+
+    def start(self) -> LocalCluster:
+        """Everything: the object store, then tracking and Ray. On an error, what started is stopped again."""
+        try:
+            self.start_object_store()
+            self.start_tracking_and_ray()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_tracking_and_ray(self) -> None:
+        """PostgreSQL with MLflow, and the Ray nodes, side by side (each takes tens of seconds on 2
+        busy cores); the object store must be up (MLflow's artifacts go there)."""
+        with ThreadPoolExecutor(2) as pool:
+            started = [pool.submit(self.start_tracking), pool.submit(self.start_ray)]
+        for future in started:
+            future.result()  # raises the first start's error
+
+    def start_object_store(self) -> None:
+        self.store = object_store(self.folder)
+        self.store.make_bucket(self.bucket)
+
+    def start_tracking(self) -> None:
+        self.postgres = postgres(self.folder)
+        self.postgres.create_database("mlflow")
+        self.start_mlflow()
+
+    def start_mlflow(self) -> None:
+        """The MLflow server, always on `mlflow_port` (so a restart keeps its URI)."""
+        _, self.mlflow = mlflow_server(self.folder, self.postgres.uri("mlflow"), f"s3://{self.bucket}/mlartifacts",
+                                       self.store.environment(), port=self.mlflow_port)
+
+    def start_ray(self) -> None:
+        self.head = ray_node(self.folder, "head", self.head_ip, self.node_cpus, port=self.head_port)
+        self.node = ray_node(self.folder, "node", self.node_ip, self.node_cpus, head_address=self.ray_address)
+
+    def environment(self) -> dict[str, str]:
+        """The settings a driver or a Prefect worker needs to run the pipeline on this cluster
+        (the same names as on a real one: docs/operations.md); its workspace is in `folder`."""
+        return {**self.store.environment(), **ray_environment(), "RAY_ADDRESS": self.ray_address,
+                "MLFLOW_TRACKING_URI": self.tracking_uri, "MILLIVID_STORAGE_ROOT": self.storage_root,
+                "MILLIVID_WORKSPACE": str(self.folder / "workspace")}
+
+    def replace_node(self, name: str) -> None:
+        """A new machine named `name` in place of the second node (what an autoscaler or a restarted
+        VM does); stopping the old node's `ray start` stops whatever is left of it."""
+        self.node.stop()
+        self.node = ray_node(self.folder, name, self.node_ip, self.node_cpus, head_address=self.ray_address)
+
+    def restart_mlflow(self, down_seconds: float) -> None:
+        """Stop the MLflow server, wait `down_seconds`, start it again on the same port and store;
+        returns once it answers."""
+        self.mlflow.stop()
+        time.sleep(down_seconds)
+        self.start_mlflow()
+
+    def client(self):
+        import mlflow
+
+        return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+
+    def stop(self) -> None:
+        """Stop every process started, last first; each stop runs even if an earlier one failed."""
+        for piece in (self.node, self.head, self.mlflow, self.postgres, self.store):
+            if piece is not None:
+                with contextlib.suppress(Exception):  # one that fails to stop must not leave the rest running
+                    piece.stop()

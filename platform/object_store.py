@@ -3,13 +3,23 @@
 Three clients talk to it: fsspec's s3fs (the science code's reads and writes, Ray Train's
 checkpoints), boto3 inside MLflow (artifacts) and botocore under both. They all read the standard
 AWS variables, so the endpoint is `AWS_ENDPOINT_URL` (unset: AWS itself) and credentials are the
-usual `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`. The retry budget is ours:
-`MILLIVID_OBJECT_STORE_MAX_ATTEMPTS` attempts per request with botocore's "standard" backoff
-(exponential with jitter), a `MILLIVID_OBJECT_STORE_CONNECT_TIMEOUT` per connection attempt.
+usual `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`.
+
+Requests are retried by botocore's "standard" retry mode under every client, with our budget:
+`MILLIVID_OBJECT_STORE_MAX_ATTEMPTS` attempts per request, the first one included, and
+`MILLIVID_OBJECT_STORE_CONNECT_TIMEOUT` seconds per connection attempt. Before retry k botocore
+waits rand(0, 1) * min(2 ** (k - 1), 20) s ("full jitter": the bound doubles, each wait is random
+below it), so the default 5 attempts ride out a store that refuses connections for 7.5 s on
+average, 15 s at most. (s3fs adds a few retries of its own around timeouts and response bodies
+that break off; a store that refuses connections is retried by botocore alone.)
 When the budget is spent, `ObjectStoreUnavailable` names the endpoint, the URI and the settings.
+tests/test_object_store.py stops and restarts a real S3 server (moto) to check both outcomes.
 
 Nothing half-written: an object appears only once its PUT (or multipart upload) completes, and
-`millivid.storage.atomic_open` writes straight to the final key there; a failed upload leaves no object.
+`millivid.storage.atomic_open` writes straight to the final key there, so a writer that dies
+half-way leaves no object (an unfinished multipart upload, invisible to readers, stays until the
+bucket's lifecycle rule aborts it), and a block that raises inside `atomic_open` discards its
+upload (`millivid.storage.object_upload`: fsspec's autocommit=False, commit() or discard()).
 """
 
 from __future__ import annotations
@@ -48,9 +58,11 @@ class ObjectStoreSettings(BaseSettings):
                                    description="seconds per connection attempt")
 
     def s3fs_options(self) -> dict[str, object]:
+        """s3fs's options: the endpoint and botocore's retry config. `total_max_attempts` counts the
+        first try, like AWS_MAX_ATTEMPTS (boto3's); botocore's `max_attempts` would count retries only."""
         options: dict[str, object] = {"config_kwargs": {
             "connect_timeout": self.connect_timeout,
-            "retries": {"max_attempts": self.max_attempts, "mode": "standard"},
+            "retries": {"total_max_attempts": self.max_attempts, "mode": "standard"},
         }}
         if self.endpoint_url:
             options["endpoint_url"] = self.endpoint_url

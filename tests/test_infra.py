@@ -4,15 +4,17 @@ ports match what the project runs and tests, every published port is on the loop
 from __future__ import annotations
 
 import re
+import tomllib
+from collections.abc import Iterator
 from importlib import metadata
-from pathlib import Path
 
 import yaml
+from services import REPO
 
 from millivid_platform.object_store import ObjectStoreSettings
 from millivid_platform.settings import PlatformSettings
 
-INFRA = Path(__file__).resolve().parent.parent / "infra"
+INFRA = REPO / "infra"
 # Read by the libraries themselves (Ray, MLflow's server, MinIO, PostgreSQL, Prefect's server, botocore)
 LIBRARY_VARIABLES = {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "AWS_ACCESS_KEY_ID",
                      "AWS_SECRET_ACCESS_KEY", "POSTGRES_USER", "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
@@ -57,7 +59,7 @@ def test_kuberay_cluster_sets_only_known_variables_and_runs_the_installed_ray():
         assert {"MILLIVID_STORAGE_ROOT", "MLFLOW_TRACKING_URI"} <= names  # every node shares them
         storage = next(entry["value"] for entry in container["env"] if entry["name"] == "MILLIVID_STORAGE_ROOT")
         assert storage.startswith("s3://")  # never a path that exists on one node only
-        assert container["image"].startswith("registry.internal/millivid:")
+        assert container["image"] == f"registry.internal/millivid:{project_version()}"  # the code the driver runs
         env = {entry["name"]: entry for entry in container["env"]}
         if env["RAY_AUTH_MODE"]["value"] == "token":  # every node gets the one token, from a Secret (never inline)
             assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "millivid-ray-token", "key": "auth_token"}
@@ -95,3 +97,49 @@ def test_ray_cluster_file_joins_workers_to_the_head_port_and_installs_the_cluste
     assert cluster["head_node_type"] in cluster["available_node_types"]
     if "RAY_AUTH_MODE=token" in " ".join(cluster["head_start_ray_commands"]):  # the token reaches every node
         assert cluster["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+
+
+def project_version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def images(node) -> Iterator[str]:
+    """Every `image:` value anywhere in a parsed YAML document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "image" and isinstance(value, str):
+                yield value
+            else:
+                yield from images(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from images(item)
+
+
+def image_tag(image: str) -> str | None:
+    """The tag of `registry/name:tag` (None when untagged; a registry's `:port` is not a tag)."""
+    name = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return name.split(":", 1)[1] if ":" in name else None
+
+
+def names_a_version(image: str) -> bool:
+    """A digest (`name@sha256:...`), or a tag other than `latest`."""
+    return "@sha256:" in image or image_tag(image) not in (None, "", "latest")
+
+
+def test_every_image_in_infra_names_a_version():
+    """Versioned images only (docs/operations.md "Upgrades"): an untagged or `:latest` image changes
+    under a running deployment when a node or a container restarts and pulls it again."""
+    found = {}
+    for path in sorted(INFRA.rglob("*.y*ml")):
+        for image in images(yaml.safe_load(path.read_text())):
+            found[image] = path.relative_to(REPO)
+    assert len(found) >= 5, found  # the services and the KubeRay image
+    unpinned = {image: str(path) for image, path in found.items() if not names_a_version(image)}
+    assert not unpinned, f"images without a version (untagged or :latest): {unpinned}"
+
+
+def test_an_untagged_or_latest_image_is_refused():
+    refused = ["registry.internal:5000/millivid", "minio/minio:latest", "postgres"]
+    accepted = ["postgres:16", "ghcr.io/mlflow/mlflow:v3.17.2", "registry.internal:5000/millivid:0.1.0", "millivid@sha256:ab12"]
+    assert [names_a_version(image) for image in refused + accepted] == [False] * 3 + [True] * 4

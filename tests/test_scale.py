@@ -23,70 +23,27 @@ from millivid_platform import local_cluster
 pytestmark = [pytest.mark.scale, pytest.mark.integration, pytest.mark.slow]
 
 BUCKET = "millivid"
-ROOT = f"s3://{BUCKET}/storage"
+ROOT = f"s3://{BUCKET}/storage"  # LocalCluster.storage_root
 HEAD_IP, NODE_IP = "127.0.0.2", "127.0.0.3"
 
 
-class Cluster:
-    def __init__(self, folder, env, tracking_uri, postgres, head, node, mlflow, restart_mlflow):
-        self.folder, self.env, self.tracking_uri, self.postgres = folder, env, tracking_uri, postgres
-        self.head, self.node, self.mlflow, self._start_mlflow = head, node, mlflow, restart_mlflow
-
-    def replace_node(self, name: str) -> None:
-        """A new machine in place of the lost one (what an autoscaler or a restarted VM does)."""
-        self.node.stop()
-        self.node = local_cluster.ray_node(self.folder, name, NODE_IP, 1, head_address=self.env["RAY_ADDRESS"])
-
-    def restart_mlflow(self, down_seconds: float) -> None:
-        """Stop the MLflow server, wait, start it again on the same port (and store); back once it answers."""
-        self.mlflow.stop()
-        time.sleep(down_seconds)
-        self.mlflow = self._start_mlflow()
-
-    def client(self):
-        import mlflow
-
-        return mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scale")
-    started = []
+def cluster(tmp_path_factory) -> Iterator[local_cluster.LocalCluster]:
+    cluster = local_cluster.LocalCluster(tmp_path_factory.mktemp("scale"), BUCKET, HEAD_IP, NODE_IP)
     try:
-        s3 = local_cluster.object_store(folder)
-        started.append(s3.process)
-        s3.make_bucket(BUCKET)
-        postgres = local_cluster.postgres(folder)
-        started.append(postgres)
-        postgres.create_database("mlflow")
-        mlflow_port = local_cluster.free_port()
-
-        def start_mlflow() -> local_cluster.Process:
-            return local_cluster.mlflow_server(folder, postgres.uri("mlflow"), f"s3://{BUCKET}/mlartifacts",
-                                               s3.environment(), port=mlflow_port)[1]
-
-        mlflow_process = start_mlflow()
-        tracking_uri = f"http://{local_cluster.HOST}:{mlflow_port}"
-        port = local_cluster.free_port()
-        head = local_cluster.ray_node(folder, "head", HEAD_IP, 1, port=port)
-        started.append(head)
-        node = local_cluster.ray_node(folder, "node", NODE_IP, 1, head_address=f"{HEAD_IP}:{port}")
-        env = {**os.environ, **s3.environment(), **local_cluster.ray_environment(), "RAY_ADDRESS": f"{HEAD_IP}:{port}",
-               "MLFLOW_TRACKING_URI": tracking_uri, "MILLIVID_STORAGE_ROOT": ROOT,
-               "MILLIVID_WORKSPACE": str(folder / "workspace")}
-        result = Cluster(folder, env, tracking_uri, postgres, head, node, mlflow_process, start_mlflow)
-        yield result
-        result.node.stop()
-        result.mlflow.stop()
+        yield cluster.start()
     finally:
-        for process in reversed(started):
-            process.stop()
+        cluster.stop()
 
 
-def pipeline(cluster: Cluster, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def client_env(cluster: local_cluster.LocalCluster) -> dict[str, str]:
+    """The environment of a driver (or a Prefect worker) on the cluster: this one's plus the cluster's settings."""
+    return {**os.environ, **cluster.environment()}
+
+
+def pipeline(cluster: local_cluster.LocalCluster, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([MILLIVID, "pipeline", "--config", "smoke", "--until", "autoencoder", "--json", *overrides],
-                            env={**cluster.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env={**client_env(cluster), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finished(process: subprocess.Popen, timeout: float = 900) -> dict:
@@ -101,11 +58,11 @@ def stage(result: dict, name: str) -> dict:
     return entry["hierarchical"] if name == "autoencoder" else entry
 
 
-def stage_run(cluster: Cluster, run_id: str):
+def stage_run(cluster: local_cluster.LocalCluster, run_id: str):
     return cluster.client().get_run(run_id)
 
 
-def assert_each_step_once(cluster: Cluster, run_id: str, every: int, last: int) -> None:
+def assert_each_step_once(cluster: local_cluster.LocalCluster, run_id: str, every: int, last: int) -> None:
     """Every training metric has each log step exactly once, from the first to the last."""
     client = cluster.client()
     keys = [key for key in client.get_run(run_id).data.metrics if key.startswith("train/") and key != "train/wall_seconds_total"]
@@ -124,7 +81,7 @@ def s3():
 
 
 @contextlib.contextmanager
-def prefect_worker(cluster: Cluster, folder: Path) -> Iterator[dict[str, str]]:
+def prefect_worker(cluster: local_cluster.LocalCluster, folder: Path) -> Iterator[dict[str, str]]:
     """A Prefect server on the cluster's PostgreSQL, a process work pool, prefect.yaml's
     train-autoencoder deployment and a worker whose environment is the cluster's (as on a cluster
     node: RAY_ADDRESS, MLFLOW_TRACKING_URI, MILLIVID_STORAGE_ROOT); yields the clients' environment."""
@@ -132,7 +89,7 @@ def prefect_worker(cluster: Cluster, folder: Path) -> Iterator[dict[str, str]]:
     api, server = local_cluster.prefect_server(folder, cluster.postgres.uri("prefect", driver="asyncpg"))
     worker = None
     try:
-        env = {**cluster.env, "PREFECT_API_URL": api}
+        env = {**client_env(cluster), "PREFECT_API_URL": api}
         prefect_cli(env, folder, "work-pool", "create", "millivid", "--type", "process")
         prefect_cli(env, folder, "--no-prompt", "deploy", "--name", "train-autoencoder", "--prefect-file", str(REPO / "prefect.yaml"))
         worker = local_cluster.start("prefect-worker", [str(local_cluster.BIN / "prefect"), "worker", "start", "--pool", "millivid"],
@@ -144,7 +101,7 @@ def prefect_worker(cluster: Cluster, folder: Path) -> Iterator[dict[str, str]]:
                 process.stop()
 
 
-def stage_runs_of_flow_run(cluster: Cluster, flow_run_id: str) -> dict[str, object]:
+def stage_runs_of_flow_run(cluster: local_cluster.LocalCluster, flow_run_id: str) -> dict[str, object]:
     """The MLflow stage runs a Prefect flow run made, by stage."""
     client = cluster.client()
     experiment = client.get_experiment_by_name("millivid")
@@ -152,22 +109,41 @@ def stage_runs_of_flow_run(cluster: Cluster, flow_run_id: str) -> dict[str, obje
     return {run.data.tags["millivid.stage"]: run for run in runs if "millivid.stage" in run.data.tags}
 
 
+def parent_run(cluster: local_cluster.LocalCluster, run_id: str):
+    """The pipeline's MLflow run that a stage's run `run_id` is nested in."""
+    client = cluster.client()
+    return client.get_run(client.get_run(run_id).data.tags["mlflow.parentRunId"])
+
+
+def assert_overlap(cli_run, worker_run) -> None:
+    """The two pipelines' MLflow parent runs (each open from the pipeline's start to its end) overlap in time."""
+    spans = {name: (run.info.start_time, run.info.end_time) for name, run in (("cli", cli_run), ("worker", worker_run))}
+    assert all(end is not None for _, end in spans.values()), spans
+    (cli_start, cli_end), (worker_start, worker_end) = spans["cli"], spans["worker"]
+    assert cli_start < worker_end and worker_start < cli_end, (
+        f"the pipelines ran one after the other, not at once: command line {cli_start}-{cli_end} ms, "
+        f"Prefect worker {worker_start}-{worker_end} ms (MLflow parent runs' start/end times)")
+
+
 def test_a_cli_pipeline_and_a_worker_deployment_at_once_train_on_both_nodes_and_hand_over_s3_uris(cluster, tmp_path, monkeypatch):
     """At once: `millivid pipeline` from the command line, and prefect.yaml's train-autoencoder
     deployment run by a Prefect worker (Prefect server on PostgreSQL) — each training the autoencoder
     with 2 workers on the Ray cluster. MLflow on PostgreSQL gets every step of both once; the ranks ran
-    on different nodes; every output is an s3:// URI."""
-    from_cli = pipeline(cluster, "compute.workers=2")
+    on different nodes; every output is an s3:// URI. The two trainings run one after the other
+    (each needs both 1-CPU nodes), the two pipeline runs overlap in time."""
     with prefect_worker(cluster, tmp_path) as env:
+        from_cli = pipeline(cluster, "compute.workers=2")  # started once the worker is up, so that both run at once
         flow_run = prefect_client(env, "run", "train-autoencoder/train-autoencoder",
                                   json.dumps({"params": {"preset": "smoke", "overrides": ["compute.workers=2", "autoencoder.train.lr=2e-3"]}}))
     assert flow_run["state"] == "COMPLETED", (flow_run, (tmp_path / "prefect-worker.log").read_text()[-3000:])
     from_worker = stage_runs_of_flow_run(cluster, flow_run["id"])
     assert set(from_worker) >= {"data", "autoencoder"}, from_worker
     cli_result = finished(from_cli)
+    assert_overlap(parent_run(cluster, stage(cli_result, "autoencoder")["run_id"]),
+                   parent_run(cluster, from_worker["autoencoder"].info.run_id))
     outputs = {("cli", name): stage(cli_result, name)["outputs"] for name in ("data", "autoencoder")}
     outputs |= {("worker", name): json.loads(from_worker[name].data.tags["millivid.outputs"]) for name in ("data", "autoencoder")}
-    monkeypatch.setenv("AWS_ENDPOINT_URL", cluster.env["AWS_ENDPOINT_URL"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", cluster.store.endpoint)
     fs = s3()
     for where, stage_outputs in outputs.items():
         uris = [value for key, value in stage_outputs.items() if key.endswith("_uri")]
@@ -194,14 +170,14 @@ def test_evaluation_tasks_spread_over_both_nodes(cluster):
             "from millivid_platform.settings import load_settings; ensure_ray(load_settings());"
             "nodes = map_tasks(lambda i: (__import__('time').sleep(2), ray.get_runtime_context().get_node_id())[1], list(range(4)));"
             "print(json.dumps({'tasks': nodes, 'alive': [n['NodeID'] for n in ray.nodes() if n['Alive']]}))")
-    result = subprocess.run([sys.executable, "-c", code], env=cluster.env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", code], env=client_env(cluster), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     placed = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(placed["tasks"]) == set(placed["alive"]) and len(placed["alive"]) == 2, placed
 
 
-def training_run_under_way(cluster: Cluster, process: subprocess.Popen, timeout: float = 600) -> str:
+def training_run_under_way(cluster: local_cluster.LocalCluster, process: subprocess.Popen, timeout: float = 600) -> str:
     """The id of the pipeline's autoencoder run, once its first durable checkpoint's metrics are in MLflow."""
     client = cluster.client()
     deadline = time.time() + timeout
