@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from millivid.ae.pyramid import pool_latent
 from millivid.config import ExperimentConfig, load_config
 from millivid.diffusion.rollout import rollout
-from millivid.diffusion.schedule import Schedule, build_schedules, plan_rollout
+from millivid.diffusion.schedule import Schedule, plan_rollout
 from millivid.diffusion.task import DiffusionTask, InMemoryClips
 from millivid.training import Hooks, autocast, fit
 from millivid_bench.matmul import matmul_peak
@@ -179,7 +179,7 @@ def run(quick: bool = False) -> dict:
     peak = matmul_peak(torch.bfloat16, *((1024, 3) if quick else (2048, 10)))
     warmup, steps, generated = (1, 2, 2) if quick else (3, 10, 16)
     geometry, channels = cfg.geometry, cfg.autoencoder.model.latent_channels
-    schedules = build_schedules(cfg.diffusion.methods, geometry.tokens_per_level)
+    schedules = cfg.schedules
     known = max(schedule.span for schedule in schedules.values())
     clips = random_clips(geometry.tokens_per_level, channels, known + generated + 8)
     result: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""The `millivid` command line: one sub-command module per area, imported only when used."""
+"""The `millivid` command line: one sub-command module per area, each importing its heavy libraries
+(torch, Ray, Prefect, MLflow) only when it runs."""
 
 from __future__ import annotations
 
@@ -73,8 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's arguments. KEY=VALUE overrides may also follow options that come after a
+    command's other positionals (`schedule describe NAME --config cpu windows=[1,4]`): argparse
+    hands the overrides' positional its (empty) share at NAME and leaves those over."""
+    parser = build_parser()
+    args, left_over = parser.parse_known_args(argv)
+    if left_over and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in left_over):
+        args.overrides = [*args.overrides, *left_over]
+    elif left_over:
+        parser.error(f"unrecognized arguments: {' '.join(left_over)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

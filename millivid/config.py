@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -93,9 +95,18 @@ class ExperimentConfig(Frozen):
         return LevelGeometry(self.data.size, self.autoencoder.model.patch, self.autoencoder.model.levels)
 
     @property
-    def schedules(self) -> dict[str, Schedule]:
-        """Every method's rollout schedule, built once when the config was validated."""
-        return self._schedules
+    def schedules(self) -> Mapping[str, Schedule]:
+        """Every method's rollout schedule, built once when the config was validated (read-only)."""
+        return MappingProxyType(self._schedules)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> ExperimentConfig:
+        """A copy; with `update`, validated as a loaded config is (pydantic's copy would skip that and
+        keep the original's schedules): its checks run again and its schedules are rebuilt.
+
+        Raises pydantic's ValidationError when the updated config does not hold together."""
+        if not update:
+            return super().model_copy(deep=deep)
+        return type(self).model_validate({**dict(self), **update})
 
 
 def load_config(source: str | Path = "smoke", overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

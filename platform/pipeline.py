@@ -13,6 +13,7 @@ mistyped run when it is created; the values are checked when the run starts, bef
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -73,15 +74,21 @@ def _annotation_members(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def preset_methods() -> list[str]:
+@functools.cache  # the presets ship with the package: the same in every call
+def preset_methods() -> tuple[str, ...]:
     """Every rollout method some preset defines, in preset order."""
-    return list(dict.fromkeys(name for preset in PRESETS for name in load_config(preset).diffusion.methods))
+    return tuple(dict.fromkeys(name for preset in PRESETS for name in load_config(preset).diffusion.methods))
+
+
+def offer_preset_methods(schema: dict[str, Any]) -> None:
+    """The form's choices of methods: the presets' (`preset_methods`), read when a schema is made
+    (Prefect serving or deploying the flow), not when this module is imported."""
+    schema["items"] = {"type": "string", "enum": list(preset_methods())}
 
 
 # In the schema only: the Python side also takes methods and keys of configs that are not presets,
 # and checks them against the resolved configuration (`PipelineParams._resolves`).
 Override = Annotated[str, WithJsonSchema({"type": "string", "pattern": config_key_pattern()})]
-MethodName = Annotated[str, WithJsonSchema({"type": "string", "enum": preset_methods()})]
 
 
 class PipelineParams(BaseModel):
@@ -101,8 +108,9 @@ class PipelineParams(BaseModel):
     force: list[ForcedStage] = Field(
         default_factory=list, description="stages to run again although a finished run with the same inputs exists",
     )
-    methods: list[MethodName] = Field(
-        default_factory=list, description="rollout methods to train and evaluate (none chosen: every method of the configuration)",
+    methods: list[str] = Field(
+        default_factory=list, json_schema_extra=offer_preset_methods,
+        description="rollout methods to train and evaluate (none chosen: every method of the configuration)",
     )
     time_limit_minutes: float | None = Field(
         None, gt=0,
@@ -182,7 +190,7 @@ def open_pipeline(
     }
     parent = tracking.create_run(experiment_id, f"{run_name} · {params.label}", "pipeline", config, None, run_tags)
     tracking.log_config(config, parent)
-    ctx = PipelineContext(settings, experiment_id, parent, frozenset(params.force), config.name, deadline,
+    ctx = PipelineContext(settings, experiment_id, parent, frozenset(params.force), deadline,
                           config=config, run_label=params.label, run_tags=run_tags)
     log.info("pipeline %s: config %s, MLflow run %s", params.label, config_hash(config),
              tracking.run_url(settings, experiment_id, parent))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from millivid import storage
-from millivid.config import canonical_json
+from millivid.config import ExperimentConfig, canonical_json
 from millivid_platform import caching, object_store, tracking
 from millivid_platform.compute import ensure_ray
 from millivid_platform.settings import PlatformSettings
@@ -61,12 +61,16 @@ class PipelineContext:
     experiment_id: str
     parent_run_id: str | None = None
     force: frozenset[str] = field(default_factory=frozenset)
-    config_name: str = "default"
     deadline: float | None = None  # time.time() at which training stages pause (the time limit)
-    config: Any = None  # the pipeline's whole resolved config: every stage run shows it as params
+    config: ExperimentConfig | None = None  # the pipeline's resolved config: every stage run shows it as params
     run_label: str = ""  # what the pipeline runs (preset and overrides): the runs' names end with it
     run_tags: dict[str, str] = field(default_factory=dict)  # tags every run of the pipeline carries
     probe: bool = False  # only ask the cache: run_stage records nothing and raises CacheMiss where work is due
+
+    @property
+    def config_name(self) -> str:
+        """The config's name, which groups runs and baselines ("default" for a stage run on its own)."""
+        return self.config.name if self.config is not None else "default"
 
     def forced(self, stage: str) -> bool:
         return stage in self.force or stage.split(":")[0] in self.force or "all" in self.force

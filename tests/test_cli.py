@@ -126,3 +126,15 @@ def test_ui_refuses_a_port_outside_the_tcp_range(capsys):
         main(["ui", "--port", "99999"])
     assert exit_info.value.code == 2
     assert "99999: a TCP port is between 1 and 65535" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_options_after_a_command_s_other_positionals(capsys):
+    from millivid_cli.main import parse
+
+    args = parse(["schedule", "describe", "millivid", "--config", "cpu", "windows=[1,4,16]", "extra_budget=8"])
+    assert (args.name, args.config, args.overrides) == ("millivid", "cpu", ["windows=[1,4,16]", "extra_budget=8"])
+    assert parse(["pipeline", "eval.bootstrap=60", "--until", "data"]).overrides == ["eval.bootstrap=60"]
+    for stray in (["--bogus"], ["notanoverride"]):
+        with pytest.raises(SystemExit) as exit_status:
+            parse(["schedule", "describe", "millivid", "--config", "cpu", *stray])
+        assert exit_status.value.code == 2 and f"unrecognized arguments: {stray[0]}" in capsys.readouterr().err

@@ -170,8 +170,20 @@ def test_paper_preset_reach_is_the_papers():
 
 def test_schedules_are_built_once():
     config = load_config("smoke")
-    assert config.schedules is config.schedules
+    assert config.schedules["millivid"] is config.schedules["millivid"]
     assert config.schedules["millivid"].name == "millivid"
+    with pytest.raises(TypeError):
+        config.schedules["millivid"] = config.schedules["full_res"]  # read-only: one config, one set of schedules
+
+
+def test_a_changed_copy_is_validated_and_gets_its_own_schedules():
+    config = load_config("smoke")
+    methods = {"millivid": config.diffusion.methods["millivid"]}
+    copy = config.model_copy(update={"diffusion": config.diffusion.model_copy(update={"methods": methods})})
+    assert list(copy.schedules) == ["millivid"] and copy.schedules["millivid"] is not config.schedules["millivid"]
+    with pytest.raises(ValidationError, match="eval.fvd_chunk / eval.rollout"):
+        config.model_copy(update={"eval": config.eval.model_copy(update={"fvd_chunk": config.eval.rollout + 1})})
+    assert config.model_copy().schedules["millivid"] is config.schedules["millivid"]  # a plain copy keeps them
 
 
 @pytest.mark.parametrize(

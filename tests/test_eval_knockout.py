@@ -159,8 +159,7 @@ def test_a_row_writes_the_keys_cases_json_has_always_had():
 def test_probe_command_reports_each_level_and_writes_its_plot(tmp_path, monkeypatch, capsys):
     """`millivid probe` end to end on a saved model and the evaluation's toy data (a DiT with
     random weights: the numbers are not the point, the windows, cases and outputs are)."""
-    from test_eval_protocol import CFG as TOY_EVAL
-    from test_eval_protocol import write_eval_data
+    from eval_toys import TOY_EVAL, write_eval_data
 
     from millivid.diffusion.checkpoint import RolloutModelInfo, save_rollout_model
     from millivid.diffusion.config import DiTConfig

@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pytest
 import torch
 from einops import rearrange, reduce
+from eval_toys import TOY_EVAL, Perfect, toy_decode, write_eval_data
 from PIL import Image
-from test_eval_protocol import CFG, Perfect, toy_decode, write_eval_data
 from toys import TOKENS
 
 from millivid.diffusion.config import DiTConfig, SamplerConfig
@@ -48,7 +48,7 @@ from millivid.eval.tables import LATENT_MEMORY_SCHEMA, metric_matrix, read_parqu
 from millivid_dashboards.tables import consistency_table, latent_memory_table
 from millivid_platform.evaluation_stage import summary_numbers
 
-C, R = CFG.context, CFG.rollout
+C, R = TOY_EVAL.context, TOY_EVAL.rollout
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,8 @@ class CopyRevisited(Perfect):
     oracle's); says every rollout frame saw the last half of the context."""
 
     def __call__(self, batch):
-        windows = [load_window(self.data, example, CFG) for example in batch.examples]
-        copies = [reference_latents(w.latents, w.latents, revisit_frames(w.pose, CFG), C)[COPY_REVISITED] for w in windows]
+        windows = [load_window(self.data, example, TOY_EVAL) for example in batch.examples]
+        copies = [reference_latents(w.latents, w.latents, revisit_frames(w.pose, TOY_EVAL), C)[COPY_REVISITED] for w in windows]
         visible = np.zeros((R, C), bool)
         visible[:, C // 2 :] = True
         latents = tuple(np.stack(levels) for levels in zip(*copies, strict=True))
@@ -88,14 +88,14 @@ def test_frame_mse_and_the_latent_references_by_hand():
 @pytest.fixture(scope="module")
 def copied(data, lpips):
     """CopyRevisited on every example by one worker: (examples, quality networks, SubsetResult)."""
-    examples = draw_examples(data.frames, CFG)
-    quality = quality_networks(CFG)
-    return examples, quality, evaluate_subset(examples, range(len(examples)), {"copy": CopyRevisited(data)}, {}, data, CFG, lpips=lpips, quality=quality)
+    examples = draw_examples(data.frames, TOY_EVAL)
+    quality = quality_networks(TOY_EVAL)
+    return examples, quality, evaluate_subset(examples, range(len(examples)), {"copy": CopyRevisited(data)}, {}, data, TOY_EVAL, lpips=lpips, quality=quality)
 
 
 def test_a_candidate_equal_to_the_copy_oracle_scores_the_oracle(copied):
     examples, _, whole = copied
-    result = finish(whole, examples, ["copy"], [], CFG)
+    result = finish(whole, examples, ["copy"], [], TOY_EVAL)
     memory = result.summary["latent_memory"]
     assert memory["available"] and list(memory["levels"]) == [str(level) for level in range(len(TOKENS))]
     for level, entries in memory["levels"].items():
@@ -112,11 +112,11 @@ def test_a_candidate_equal_to_the_copy_oracle_scores_the_oracle(copied):
 
 
 def test_the_random_frames_latent_reference_uses_the_pixel_references_donor(data, lpips):
-    examples = draw_examples(data.frames, CFG)[:1]
-    part = evaluate_subset(examples, [0], {"copy": CopyRevisited(data)}, {}, data, CFG, lpips=lpips)
-    window = load_window(data, examples[0], CFG)
-    revisit = np.flatnonzero(revisit_frames(window.pose, CFG) >= 0)
-    donor = RandomFrames(data, CFG).donor_latents(examples[0])
+    examples = draw_examples(data.frames, TOY_EVAL)[:1]
+    part = evaluate_subset(examples, [0], {"copy": CopyRevisited(data)}, {}, data, TOY_EVAL, lpips=lpips)
+    window = load_window(data, examples[0], TOY_EVAL)
+    revisit = np.flatnonzero(revisit_frames(window.pose, TOY_EVAL) >= 0)
+    donor = RandomFrames(data, TOY_EVAL).donor_latents(examples[0])
     rows = where(part.latent_memory, candidate=RANDOM_FRAMES, level=0)
     np.testing.assert_array_equal(rows["frame"].to_numpy(), revisit)
     np.testing.assert_allclose(rows["mse"].to_numpy(), frame_mse(donor[0], window.latents[0][C:])[revisit])
@@ -126,11 +126,11 @@ def test_the_random_frames_latent_reference_uses_the_pixel_references_donor(data
 def test_two_workers_give_one_workers_latent_memory(copied, data, lpips):
     examples, quality, whole = copied
     methods = {"copy": CopyRevisited(data)}
-    parts = [evaluate_subset(examples, part, methods, {}, data, CFG, lpips=lpips, quality=quality) for part in ([3, 0], [2, 1])]
+    parts = [evaluate_subset(examples, part, methods, {}, data, TOY_EVAL, lpips=lpips, quality=quality) for part in ([3, 0], [2, 1])]
     merged = merge_subsets(parts)
     assert merged.latent_memory.equals(whole.latent_memory) and merged.latent_memory.schema == LATENT_MEMORY_SCHEMA
     assert merged.rows.equals(whole.rows) and merged.reach == whole.reach == {"copy": Reach(C // 2, {0: C // 2})}
-    assert finish(merged, examples, ["copy"], [], CFG).summary == finish(whole, examples, ["copy"], [], CFG).summary
+    assert finish(merged, examples, ["copy"], [], TOY_EVAL).summary == finish(whole, examples, ["copy"], [], TOY_EVAL).summary
 
 
 def hand_visible(first_seen: list[int]) -> np.ndarray:
@@ -157,17 +157,17 @@ def diffusion(data, lpips):
         torch.manual_seed(0)
         model = build_dit(DiTConfig(width=16, depth=1, heads=2), 3, TOKENS, schedule.context_source).eval()
         methods[name] = DiffusionMethod(model, schedule, SamplerConfig(steps=2, batch_size=4), toy_decode, toy_reencode, precision="fp32")
-    examples = draw_examples(data.frames, CFG)
-    references = standard_references(data, CFG, decode=toy_decode)
-    return methods, evaluate_methods(examples, methods, references, data, CFG, lpips=lpips)
+    examples = draw_examples(data.frames, TOY_EVAL)
+    references = standard_references(data, TOY_EVAL, decode=toy_decode)
+    return methods, evaluate_methods(examples, methods, references, data, TOY_EVAL, lpips=lpips)
 
 
 def test_within_reach_follows_each_schedules_plan(diffusion, data):
     methods, result = diffusion
-    examples = draw_examples(data.frames, CFG)
-    windows = [load_window(data, e, CFG) for e in examples]
-    batch = rollout_batch(examples[:1], windows[:1], CFG)
-    revisited = np.stack([window_revisits(window.pose, CFG)[1] for window in windows])  # (n R C)
+    examples = draw_examples(data.frames, TOY_EVAL)
+    windows = [load_window(data, e, TOY_EVAL) for e in examples]
+    batch = rollout_batch(examples[:1], windows[:1], TOY_EVAL)
+    revisited = np.stack([window_revisits(window.pose, TOY_EVAL)[1] for window in windows])  # (n R C)
     seen = set()
     for name, (_, visible, reach) in SCHEDULES.items():
         assert methods[name].schedule.reach == reach
@@ -237,8 +237,8 @@ def test_summary_plot_report_and_mlflow_numbers(diffusion, tmp_path):
 
 def test_without_latents_latent_memory_is_skipped_with_a_note(data, lpips):
     frames_only = EvalData(data.frames)
-    examples = draw_examples(data.frames, CFG)[:2]
-    result = evaluate_methods(examples, {"perfect": Perfect(data)}, {}, frames_only, CFG, lpips=lpips)
+    examples = draw_examples(data.frames, TOY_EVAL)[:2]
+    result = evaluate_methods(examples, {"perfect": Perfect(data)}, {}, frames_only, TOY_EVAL, lpips=lpips)
     memory = result.summary["latent_memory"]
     assert memory["available"] is False and "latents" in memory["note"] and memory["levels"] == {}
     assert result.latent_memory is None and "plots/latent_memory.png" not in result.pictures
@@ -246,15 +246,15 @@ def test_without_latents_latent_memory_is_skipped_with_a_note(data, lpips):
 
 
 def test_bad_latents_and_reserved_names_are_named(data, lpips):
-    examples = draw_examples(data.frames, CFG)[:1]
+    examples = draw_examples(data.frames, TOY_EVAL)[:1]
 
     def short_latents(batch):
         return Generated(Perfect(data)(batch), tuple(np.zeros((1, R, n - 1 if n > 1 else n, 3), np.float32) for n in TOKENS))
 
     with pytest.raises(ValueError, match=r"short: latents have shapes \[\(1, 8, 15, 3\)"):
-        evaluate_subset(examples, [0], {"short": short_latents}, {}, data, CFG, lpips=lpips)
+        evaluate_subset(examples, [0], {"short": short_latents}, {}, data, TOY_EVAL, lpips=lpips)
     with pytest.raises(ValueError, match="latent reference names"):
-        evaluate_subset(examples, [0], {COPY_REVISITED: Perfect(data)}, {}, data, CFG, lpips=lpips)
+        evaluate_subset(examples, [0], {COPY_REVISITED: Perfect(data)}, {}, data, TOY_EVAL, lpips=lpips)
 
 
 def test_reencoded_levels_match_the_toy_codec():

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import torch
-from einops import rearrange, reduce, repeat
+from einops import rearrange
+from eval_toys import EPISODE, SIZE, TOY_EVAL, Perfect, episode, toy_decode, write_eval_data
 from PIL import Image
 from toys import TOKENS
 
-from millivid.data.columns import ColumnSpec, DataError, frame_columns
+from millivid.data.columns import DataError, frame_columns
 from millivid.data.config import DataConfig, SplitConfig
 from millivid.data.generate import render_dataset
 from millivid.data.reader import open_dataset
@@ -28,7 +29,6 @@ from millivid.diffusion.dit import build_dit
 from millivid.diffusion.schedule import build_schedule
 from millivid.diffusion.schedules import FullResScheduleConfig
 from millivid.eval.compare import evaluate_methods, evaluate_subset, finish, merge_subsets
-from millivid.eval.config import EvalConfig
 from millivid.eval.fvd import quality_networks
 from millivid.eval.methods import DiffusionMethod
 from millivid.eval.plots import revisit_share
@@ -55,70 +55,13 @@ from millivid.eval.references import (
 from millivid.eval.revisits import clip_revisit_share
 from millivid.eval.summary import crossing
 from millivid.eval.tables import CURVE_SCHEMA, ROW_SCHEMA, metric_matrix, read_parquet, where
-from millivid.pose import camera_pose
 from millivid.video import read_video
 from millivid_dashboards.tables import consistency_table, headline_section
-
-SIZE, EPISODE, WALK, TURN = 16, 64, 24, 8
-CFG = EvalConfig(
-    examples=4, context=8, rollout=8, bootstrap=50, fvd_chunk=4, lpips_backbone="random", rollout_batch=3,
-    videos=1, video_context=4, candidates=64, min_start_gap=4, revisit_radius=0.5, revisit_angle=20, revisit_min_gap=6,
-)
-
-
-def episode(seed: int) -> dict[str, np.ndarray]:
-    t = np.arange(EPISODE)
-    x = 0.2 * np.minimum(t, WALK)
-    heading = np.maximum(t - WALK, 0) % TURN
-    pose = camera_pose(x, 1.6, 0.0, heading * 2 * np.pi / TURN, 0.0)
-    blocks = np.random.default_rng(seed).integers(0, 256, (TURN, 4, 4, 3), dtype=np.uint8)
-    views = repeat(blocks, "v h w c -> v (h 4) (w 4) c")
-    frames = np.stack([np.roll(views[h], int(round(5 * xi)), axis=1) for h, xi in zip(heading, x, strict=True)])
-    actions = np.where(t < WALK, 0, 2).astype(np.int8)
-    return {"frames": frames, "actions": actions, "pose": pose}
-
-
-def toy_latents(frames: np.ndarray) -> dict[str, np.ndarray]:
-    unit = frames.astype(np.float32) / 255
-    return {
-        f"latent_{level}": reduce(unit, "t (h p) (w q) c -> t (h w) c", "mean", p=4 * 2**level, q=4 * 2**level).astype(np.float16)
-        for level in range(len(TOKENS))
-    }
-
-
-def toy_decode(latent: torch.Tensor, level: int) -> torch.Tensor:
-    side = SIZE // 4 // 2**level
-    grid = rearrange(latent.float(), "n (h w) c -> n c h w", h=side)
-    return repeat(grid, "n c h w -> n c (h p) (w q)", p=SIZE // side, q=SIZE // side).clamp(0, 1)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> EvalData:
     return write_eval_data(tmp_path_factory.mktemp("eval-data"))
-
-
-def write_eval_data(root) -> EvalData:
-    """Six toy episodes (half of them test) under `root`, with their toy latents."""
-    episodes = {f"ep-{i}": episode(i) for i in range(6)}
-    split = SplitConfig(val=0.0, test=0.5, seed=0)
-    write_dataset(str(root / "frames"), episodes.items(), frame_columns(SIZE), split=split)
-    frames = open_dataset(str(root / "frames"))
-    splits = {e.id: e.split for e in frames.manifest.episodes}
-    latent_columns = {f"latent_{l}": ColumnSpec(dtype="float16", shape=(n, 3)) for l, n in enumerate(TOKENS)}
-    latents = ((name, toy_latents(arrays["frames"])) for name, arrays in episodes.items())
-    write_dataset(str(root / "latents"), latents, latent_columns, kind="latents", splits=splits)
-    return EvalData(frames, open_dataset(str(root / "latents")))
-
-
-class Perfect:
-    """Returns the ground truth: the best any method can do."""
-
-    def __init__(self, data: EvalData):
-        self.data = data
-
-    def __call__(self, batch):
-        span = CFG.context + CFG.rollout
-        return np.stack([self.data.frames.read(e.episode, e.start + CFG.context, e.start + span, ["frames"])["frames"] for e in batch.examples])
 
 
 def noise(batch):
@@ -137,68 +80,68 @@ class LateNoise(Perfect):
 
 
 def test_examples_are_deterministic_spaced_and_ranked_by_revisits(data):
-    examples = draw_examples(data.frames, CFG)
-    assert examples == draw_examples(data.frames, CFG)
-    assert len(examples) == CFG.examples
+    examples = draw_examples(data.frames, TOY_EVAL)
+    assert examples == draw_examples(data.frames, TOY_EVAL)
+    assert len(examples) == TOY_EVAL.examples
     test_episodes = set(data.frames.episodes("test"))
     for i, example in enumerate(examples):
-        assert example.index == i and example.seed == example_seed(CFG.seed, i)
+        assert example.index == i and example.seed == example_seed(TOY_EVAL.seed, i)
         assert example.episode in test_episodes
-        assert 0 <= example.start <= EPISODE - CFG.context - CFG.rollout
+        assert 0 <= example.start <= EPISODE - TOY_EVAL.context - TOY_EVAL.rollout
     for a in examples:
-        assert all(abs(a.start - b.start) >= CFG.min_start_gap for b in examples if b is not a and b.episode == a.episode)
+        assert all(abs(a.start - b.start) >= TOY_EVAL.min_start_gap for b in examples if b is not a and b.episode == a.episode)
     counts = [example.revisits for example in examples]
     assert counts == sorted(counts, reverse=True) and counts[0] > 0
     chosen = {(e.episode, e.start) for e in examples}
-    shuffled = {(e.episode, e.start) for e in draw_examples(data.frames, CFG.model_copy(update={"select": "random", "seed": 1}))}
+    shuffled = {(e.episode, e.start) for e in draw_examples(data.frames, TOY_EVAL.model_copy(update={"select": "random", "seed": 1}))}
     assert shuffled != chosen
-    demanding = CFG.model_copy(update={"min_revisit_share": 0.5})
+    demanding = TOY_EVAL.model_copy(update={"min_revisit_share": 0.5})
     kept = draw_examples(data.frames, demanding)
-    assert kept and all(e.revisits >= 0.5 * CFG.rollout for e in kept)
+    assert kept and all(e.revisits >= 0.5 * TOY_EVAL.rollout for e in kept)
     assert len(kept) < len(draw_examples(data.frames, demanding.model_copy(update={"min_revisit_share": 0.0, "examples": 64})))
 
 
 def test_too_long_windows_are_a_clear_error(data):
     with pytest.raises(DataError, match=r"frames.*no test episode has the 80 frames"):
-        draw_examples(data.frames, CFG.model_copy(update={"rollout": 72}))
+        draw_examples(data.frames, TOY_EVAL.model_copy(update={"rollout": 72}))
 
 
 def test_windows_and_batches_hold_what_a_method_is_given(data):
-    example = draw_examples(data.frames, CFG)[0]
-    window = load_window(data, example, CFG)
-    span = CFG.context + CFG.rollout
+    example = draw_examples(data.frames, TOY_EVAL)[0]
+    window = load_window(data, example, TOY_EVAL)
+    span = TOY_EVAL.context + TOY_EVAL.rollout
     assert window.frames.shape == (span, SIZE, SIZE, 3) and window.actions.shape == (span,)
     assert [latent.shape for latent in window.latents] == [(span, n, 3) for n in TOKENS]
-    batch = rollout_batch([example], [window], CFG)
-    assert batch.context_frames.shape == (1, CFG.context, SIZE, SIZE, 3)
-    assert [c.shape for c in batch.context_latents] == [(1, CFG.context, n, 3) for n in TOKENS]
+    batch = rollout_batch([example], [window], TOY_EVAL)
+    assert batch.context_frames.shape == (1, TOY_EVAL.context, SIZE, SIZE, 3)
+    assert [c.shape for c in batch.context_latents] == [(1, TOY_EVAL.context, n, 3) for n in TOKENS]
     np.testing.assert_array_equal(batch.actions[0], window.actions)
     assert batch.seeds == [example.seed]
 
 
 def test_references(data):
-    examples = draw_examples(data.frames, CFG)[:2]
-    batch = rollout_batch(examples, [load_window(data, e, CFG) for e in examples], CFG)
-    references = standard_references(data, CFG, decode=toy_decode)
+    examples = draw_examples(data.frames, TOY_EVAL)[:2]
+    batch = rollout_batch(examples, [load_window(data, e, TOY_EVAL) for e in examples], TOY_EVAL)
+    references = standard_references(data, TOY_EVAL, decode=toy_decode)
     assert list(references) == [CONTEXT_MEAN, COPY_LAST, NEAREST_POSE, RANDOM_FRAMES, GROUND_TRUTH_LATENTS]
     mean = references[CONTEXT_MEAN](batch)
     np.testing.assert_allclose(mean[0, 5], batch.context_frames[0].mean(axis=0) / 255, atol=1e-6)
     np.testing.assert_array_equal(references[COPY_LAST](batch)[1, -1], batch.context_frames[1, -1])
-    truth = load_window(data, examples[0], CFG)
+    truth = load_window(data, examples[0], TOY_EVAL)
     decoded = references[GROUND_TRUTH_LATENTS](batch)
-    assert decoded.shape == (2, CFG.rollout, SIZE, SIZE, 3)
-    np.testing.assert_allclose(decoded[0].numpy(), rearrange(toy_decode(torch.from_numpy(truth.latents[0][CFG.context :]), 0), "t c h w -> t h w c").numpy())
+    assert decoded.shape == (2, TOY_EVAL.rollout, SIZE, SIZE, 3)
+    np.testing.assert_allclose(decoded[0].numpy(), rearrange(toy_decode(torch.from_numpy(truth.latents[0][TOY_EVAL.context :]), 0), "t c h w -> t h w c").numpy())
     nearest = references[NEAREST_POSE](batch)
     for row, example in enumerate(examples):
-        pose = load_window(data, example, CFG).pose
-        exact = np.all(pose[CFG.context :, None] == pose[None, : CFG.context], axis=-1)  # (R C) same camera
-        chosen = nearest_pose_frames(pose, CFG)
+        pose = load_window(data, example, TOY_EVAL).pose
+        exact = np.all(pose[TOY_EVAL.context :, None] == pose[None, : TOY_EVAL.context], axis=-1)  # (R C) same camera
+        chosen = nearest_pose_frames(pose, TOY_EVAL)
         np.testing.assert_array_equal(nearest[row], batch.context_frames[row, chosen])
-        assert exact.any() and exact[np.arange(CFG.rollout), chosen][exact.any(axis=1)].all()  # an exact view wins
-    pixels = RandomFrames(data, CFG)  # no decoder: the donor's raw frames
+        assert exact.any() and exact[np.arange(TOY_EVAL.rollout), chosen][exact.any(axis=1)].all()  # an exact view wins
+    pixels = RandomFrames(data, TOY_EVAL)  # no decoder: the donor's raw frames
     donor, start = pixels.donor(examples[0])
     assert donor != examples[0].episode and (donor, start) == pixels.donor(examples[0])
-    np.testing.assert_array_equal(pixels(batch)[0], data.frames.read(donor, start + CFG.context, start + CFG.context + CFG.rollout)["frames"])
+    np.testing.assert_array_equal(pixels(batch)[0], data.frames.read(donor, start + TOY_EVAL.context, start + TOY_EVAL.context + TOY_EVAL.rollout)["frames"])
 
 
 def test_nearest_pose_shows_the_last_context_frame_where_the_pose_is_unknown(tmp_path):
@@ -206,7 +149,7 @@ def test_nearest_pose_shows_the_last_context_frame_where_the_pose_is_unknown(tmp
     partly_known["pose"][40:] = np.nan
     write_dataset(str(tmp_path / "frames"), [("ep-0", partly_known)], frame_columns(SIZE))
     data = EvalData(open_dataset(str(tmp_path / "frames")))
-    cfg = CFG.model_copy(update={"select": "random"})
+    cfg = TOY_EVAL.model_copy(update={"select": "random"})
     example = Example(0, "ep-0", 30, 0, 0)  # context 30..37, rollout 38..45: frames 40..45 have no pose
     window = load_window(data, example, cfg)
     shown = NearestPose(data, cfg)(rollout_batch([example], [window], cfg))[0]
@@ -218,11 +161,11 @@ def test_nearest_pose_shows_the_last_context_frame_where_the_pose_is_unknown(tmp
 
 @pytest.fixture(scope="module")
 def comparison(data, lpips):
-    examples = draw_examples(data.frames, CFG)
+    examples = draw_examples(data.frames, TOY_EVAL)
     methods = {"perfect": Perfect(data), "late_noise": LateNoise(data)}
-    references = standard_references(data, CFG, decode=toy_decode)
+    references = standard_references(data, TOY_EVAL, decode=toy_decode)
     seen = []
-    result = evaluate_methods(examples, methods, references, data, CFG, lpips=lpips, budget={"note": "test"}, progress=lambda d, t: seen.append((d, t)))
+    result = evaluate_methods(examples, methods, references, data, TOY_EVAL, lpips=lpips, budget={"note": "test"}, progress=lambda d, t: seen.append((d, t)))
     return examples, methods, references, result, seen
 
 
@@ -230,7 +173,7 @@ def test_comparison_scores_and_summary(comparison, data):
     examples, methods, references, result, seen = comparison
     names = [*methods, *references]
     assert seen[-1] == (len(examples) * len(names),) * 2
-    assert result.rows.schema == ROW_SCHEMA and result.rows.num_rows == len(names) * len(examples) * CFG.rollout
+    assert result.rows.schema == ROW_SCHEMA and result.rows.num_rows == len(names) * len(examples) * TOY_EVAL.rollout
     summary = result.summary
     json.dumps(summary, allow_nan=False)
     assert summary["methods"] == list(methods) and summary["references"] == list(references)
@@ -241,9 +184,9 @@ def test_comparison_scores_and_summary(comparison, data):
     for entry in summary["per_method"].values():
         assert {"last_quarter", "last_half", "revisit", "sharpness_vs_truth", "crosses_random_frames", "vs_context_mean", "quality"} <= set(entry)
         assert {"lpips", "psnr", "ssim", "sharpness"} <= set(entry["last_half"])
-        assert len(entry["quality"]["fvd_standin_randproj"]["per_chunk"]) == CFG.rollout // CFG.fvd_chunk
+        assert len(entry["quality"]["fvd_standin_randproj"]["per_chunk"]) == TOY_EVAL.rollout // TOY_EVAL.fvd_chunk
     assert perfect["last_half"]["lpips"]["mean"] == pytest.approx(0, abs=1e-6)
-    assert perfect["last_quarter"]["psnr"]["mean"] == CFG.psnr_cap
+    assert perfect["last_quarter"]["psnr"]["mean"] == TOY_EVAL.psnr_cap
     assert perfect["crosses_random_frames"] == {"first": None, "sustained": None}
     assert perfect["vs_context_mean"]["last_half_lpips"]["ci_high"] < 0
     assert perfect["sharpness_vs_truth"]["mean"] == pytest.approx(1.0)
@@ -251,7 +194,7 @@ def test_comparison_scores_and_summary(comparison, data):
     assert noisy["quality"]["fvd_standin_randproj"]["pooled"] > 0
     curves = {name: where(result.curves, method=name, metric="lpips", subset="all")["mean"].to_numpy() for name in ("late_noise", RANDOM_FRAMES)}
     assert noisy["crosses_random_frames"] == crossing(curves["late_noise"], curves[RANDOM_FRAMES])
-    assert (noisy["crosses_random_frames"]["first"] or CFG.rollout) >= CFG.rollout // 2  # perfect until then
+    assert (noisy["crosses_random_frames"]["first"] or TOY_EVAL.rollout) >= TOY_EVAL.rollout // 2  # perfect until then
     assert perfect["revisit"]["frames"] > 0 and perfect["revisit"]["lpips"]["mean"] == pytest.approx(0, abs=1e-6)
     assert summary["per_method"][CONTEXT_MEAN]["vs_context_mean"] is None
     assert summary["per_method"][RANDOM_FRAMES]["crosses_random_frames"] is None
@@ -259,7 +202,7 @@ def test_comparison_scores_and_summary(comparison, data):
     assert {CONTEXT_MEAN, NEAREST_POSE} <= set(summary["per_method"])  # the memory bars, in every summary
     assert summary["headline"] is None  # no method called eval.headline_method ("millivid") here
     first = result.rows.filter(pc.and_(pc.equal(result.rows["method"], "perfect"), pc.equal(result.rows["example"], examples[0].index)))
-    revisit_of = revisit_frames(load_window(data, examples[0], CFG).pose, CFG)
+    revisit_of = revisit_frames(load_window(data, examples[0], TOY_EVAL).pose, TOY_EVAL)
     np.testing.assert_array_equal(first["revisit_of"].to_numpy(), revisit_of)  # which context frame each revisits
 
 
@@ -275,10 +218,10 @@ def test_outputs_are_written_and_read_back(comparison, tmp_path):
         picture = Image.open(io.BytesIO((tmp_path / "out" / name).read_bytes()))
         assert picture.format == "PNG" and picture.size[0] > 100
     video = read_video(written["videos/example-0000.mp4"])
-    assert video.shape[0] == CFG.video_context + CFG.rollout
+    assert video.shape[0] == TOY_EVAL.video_context + TOY_EVAL.rollout
     frames, share = revisit_share(result.curves)  # the grey band along the bottom of every panel
     revisit = metric_matrix(result.rows, "perfect", "revisit").astype(bool)
-    np.testing.assert_array_equal(frames, np.arange(CFG.rollout))
+    np.testing.assert_array_equal(frames, np.arange(TOY_EVAL.rollout))
     np.testing.assert_allclose(share, revisit.mean(axis=0))
     assert 0 < share.max() <= 1
     assert not list(tmp_path.rglob("*.tmp-*"))
@@ -292,12 +235,12 @@ def test_bad_parquet_is_named(tmp_path):
 
 
 def test_split_across_two_workers_gives_identical_numbers(data, lpips):
-    examples = draw_examples(data.frames, CFG)
-    methods, references = {"noise": noise}, {COPY_LAST: standard_references(data, CFG)[COPY_LAST]}
-    quality = quality_networks(CFG)
-    whole = evaluate_methods(examples, methods, references, data, CFG, lpips=lpips, quality=quality)
-    parts = [evaluate_subset(examples, part, methods, references, data, CFG, lpips=lpips, quality=quality) for part in ([3, 0], [2, 1])]
-    merged = finish(merge_subsets(parts), examples, list(methods), list(references), CFG)
+    examples = draw_examples(data.frames, TOY_EVAL)
+    methods, references = {"noise": noise}, {COPY_LAST: standard_references(data, TOY_EVAL)[COPY_LAST]}
+    quality = quality_networks(TOY_EVAL)
+    whole = evaluate_methods(examples, methods, references, data, TOY_EVAL, lpips=lpips, quality=quality)
+    parts = [evaluate_subset(examples, part, methods, references, data, TOY_EVAL, lpips=lpips, quality=quality) for part in ([3, 0], [2, 1])]
+    merged = finish(merge_subsets(parts), examples, list(methods), list(references), TOY_EVAL)
     assert merged.rows.equals(whole.rows)
     assert_same_table(merged.curves, whole.curves)
     assert merged.summary == whole.summary
@@ -315,12 +258,12 @@ def assert_same_table(a: pa.Table, b: pa.Table) -> None:
 
 
 def test_a_wrong_rollout_shape_names_the_method(data, lpips):
-    examples = draw_examples(data.frames, CFG)[:1]
-    bad = {"short": lambda batch: np.zeros((1, CFG.rollout - 1, SIZE, SIZE, 3), np.uint8)}
+    examples = draw_examples(data.frames, TOY_EVAL)[:1]
+    bad = {"short": lambda batch: np.zeros((1, TOY_EVAL.rollout - 1, SIZE, SIZE, 3), np.uint8)}
     with pytest.raises(ValueError, match=r"short: rollout returned shape \(1, 7, 16, 16, 3\)"):
-        evaluate_subset(examples, [0], bad, {}, data, CFG, lpips=lpips)
+        evaluate_subset(examples, [0], bad, {}, data, TOY_EVAL, lpips=lpips)
     with pytest.raises(ValueError, match="unique"):
-        evaluate_subset(examples, [0], {"copy_last": noise}, {"copy_last": noise}, data, CFG, lpips=lpips)
+        evaluate_subset(examples, [0], {"copy_last": noise}, {"copy_last": noise}, data, TOY_EVAL, lpips=lpips)
 
 
 def test_diffusion_method_rolls_out_from_the_context_latents(data, lpips):
@@ -328,7 +271,7 @@ def test_diffusion_method_rolls_out_from_the_context_latents(data, lpips):
     torch.manual_seed(0)
     model = build_dit(DiTConfig(width=16, depth=1, heads=2), 3, TOKENS, schedule.context_source).eval()
     method = DiffusionMethod(model, schedule, SamplerConfig(steps=2, batch_size=2), decode=toy_decode, precision="fp32")
-    cfg = CFG.model_copy(update={"examples": 2, "rollout": 4, "fvd_chunk": 2, "videos": 0})
+    cfg = TOY_EVAL.model_copy(update={"examples": 2, "rollout": 4, "fvd_chunk": 2, "videos": 0})
     examples = draw_examples(data.frames, cfg)
     batch = rollout_batch(examples, [load_window(data, e, cfg) for e in examples], cfg)
     generated = method(batch)

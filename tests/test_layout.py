@@ -5,6 +5,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -75,8 +76,13 @@ def allowed_imports(package: str) -> set[str]:
 
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
 MODULE_PATH = re.compile(r"\b([A-Za-z_]\w*)[.:]")  # the package of a dotted path or `module:attr` inside a string
-FOLDERS = {"millivid": "millivid", "millivid_platform": "platform", "millivid_dashboards": "dashboards",
-           "millivid_flows": "flows", "millivid_bench": "bench", "millivid_cli": "cli"}
+
+SETUPTOOLS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+FOLDERS: dict[str, str] = SETUPTOOLS["package-dir"]  # each of the project's packages -> its folder
+
+
+def test_every_package_has_a_layer():
+    assert sorted(PACKAGES) == sorted(FOLDERS)  # a new package is placed in LAYERS, or the layering check misses it
 
 
 def project_references(path: Path) -> set[str]:
@@ -123,12 +129,8 @@ def test_headline_bench_imports_no_platform_libraries():
 
 
 def test_every_package_folder_is_listed_in_pyproject():
-    import tomllib
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(project["packages"])
-    folders = {v: k for k, v in project["package-dir"].items()}
-    for folder, name in folders.items():
+    listed = set(SETUPTOOLS["packages"])
+    for name, folder in FOLDERS.items():
         for init in (REPO / folder).rglob("__init__.py"):
             relative = init.parent.relative_to(REPO / folder)
             dotted = ".".join([name, *relative.parts]) if relative.parts else name

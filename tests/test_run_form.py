@@ -54,6 +54,26 @@ def test_a_run_loads_its_configuration_once(monkeypatch):
     assert loads == [("smoke", ["eval.bootstrap=60"])]
 
 
+def test_the_command_line_loads_no_configuration_before_the_run_s_own(tmp_path):
+    """In a fresh process: parsing `millivid pipeline`'s arguments and making the params loads the
+    config once (the presets the run form offers are read only when Prefect asks for its schema)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import millivid.config as c\n"
+        "loads = []\n"
+        "real = c.validate_config\n"
+        "c.validate_config = lambda *a, **k: loads.append(k.get('origin')) or real(*a, **k)\n"
+        "from millivid_cli.main import build_parser\n"
+        "from millivid_cli.commands.pipeline import params_from_args\n"
+        "params_from_args(build_parser().parse_args(['pipeline', '--until', 'data']))\n"
+        "print(len(loads))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.split() == ["1"], out.stdout
+
+
 def test_the_form_offers_stages_and_methods_and_only_configuration_keys():
     from millivid_flows.nightly import RegressionParams
 
