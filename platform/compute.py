@@ -52,10 +52,16 @@ def preserved_signal_handlers() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
+# How a worker reaches an MLflow server behind an authenticating proxy (MLflow's client reads them).
+MLFLOW_CLIENT_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                           "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_SERVER_CERT_PATH")
+
+
 def worker_env() -> dict[str, str]:
-    """Environment every Ray worker gets: tracking URI and thread settings travel explicitly."""
+    """Environment every Ray worker gets from the driver: where to track (and the credentials for it;
+    rank 0 logs to MLflow itself), the workspace and storage root, and the object store's settings."""
     env = {}
-    for key in ("MLFLOW_TRACKING_URI", "MILLIVID_WORKSPACE", "MILLIVID_STORAGE_ROOT", *WORKER_VARIABLES):
+    for key in (*MLFLOW_CLIENT_VARIABLES, "MILLIVID_WORKSPACE", "MILLIVID_STORAGE_ROOT", *WORKER_VARIABLES):
         if os.environ.get(key):
             env[key] = os.environ[key]
     return env

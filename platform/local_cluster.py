@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
 
+from millivid_platform.object_store import ObjectStoreSettings
+
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -44,16 +46,18 @@ class Process:
     popen: subprocess.Popen
     log: Path
     temp: Path | None = None  # a folder of its own, removed once it has stopped (a Ray node's --temp-dir)
+    grace: float = 30.0  # seconds between SIGTERM and SIGKILL
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self) -> None:
+        """SIGTERM to its process group, SIGKILL after `grace` seconds; then its temp folder goes."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGTERM)
         try:
-            self.popen.wait(timeout=timeout)
+            self.popen.wait(timeout=self.grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=timeout)
+            self.popen.wait(timeout=30.0)
         if self.temp is not None:
             shutil.rmtree(self.temp, ignore_errors=True)
 
@@ -193,7 +197,7 @@ def mlflow_server(folder: Path, store_uri: str, artifacts: str, env: dict[str, s
     port = port or free_port()
     process = start("mlflow", [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(port), "--backend-store-uri",
                                store_uri, "--artifacts-destination", artifacts, "--workers", "1"], folder,
-                    {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+                    {**env, **ObjectStoreSettings().boto_environment(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://{HOST}:{port}"
     wait_for(lambda: http_ok(f"{url}/health"), process, "health answer", timeout=300)
     return url, process
@@ -233,7 +237,8 @@ def ray_node(folder: Path, name: str, ip: str, num_cpus: float, head_address: st
     else:
         command += ["--address", head_address]
     process = start(f"ray-{name}", command, folder, {**ray_environment(), **(env or {})})
-    process.temp = temp
+    # a head told to stop drains for up to 30 s, waiting for nodes and drivers that are gone already
+    process.temp, process.grace = temp, 5.0
     wait_for(lambda: "Ray runtime started" in process.tail(100_000), process, "node start", timeout=240)
     return process
 

@@ -80,8 +80,12 @@ class ObjectStoreSettings(BaseSettings):
         options = self.s3fs_options()
         os.environ["FSSPEC_S3"] = json.dumps(options)
         fsspec.config.conf["s3"] = {**fsspec.config.conf.get("s3", {}), **options}
-        os.environ["AWS_RETRY_MODE"] = "standard"
-        os.environ["AWS_MAX_ATTEMPTS"] = str(self.max_attempts)
+        os.environ.update(self.boto_environment())
+
+    def boto_environment(self) -> dict[str, str]:
+        """boto3's retry variables for this budget: for this process's MLflow client, and for the MLflow
+        server, whose own S3 client writes the artifacts it proxies (infra/services/compose.yaml)."""
+        return {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": str(self.max_attempts)}
 
     def describe(self) -> str:
         return self.endpoint_url or "AWS S3"
@@ -111,11 +115,19 @@ def diagnosed(uri: str) -> Iterator[None]:
 
 def check_reachable(root: str) -> None:
     """Before a pipeline starts: list the storage root's bucket, so a store that is down fails in
-    seconds with `ObjectStoreUnavailable` instead of deep inside a stage."""
+    seconds with `ObjectStoreUnavailable`, and a bucket that is not there with FileNotFoundError
+    naming it, instead of deep inside a stage."""
     if not is_object_store(root):
         return
     from millivid.storage import filesystem
 
     with diagnosed(root):
         fs, path = filesystem(root)
-        fs.ls(path.split("/", 1)[0], refresh=True)
+        bucket = path.split("/", 1)[0]
+        try:
+            fs.ls(bucket, refresh=True)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"MILLIVID_STORAGE_ROOT={root}: bucket {bucket!r} does not exist on the object store at "
+                f"{ObjectStoreSettings().describe()} ({ENDPOINT_VARIABLE}); create it, or name an existing one ({err})"
+            ) from err

@@ -163,3 +163,19 @@ def test_artifacts(request: pytest.FixtureRequest) -> Path:
 def pytest_terminal_summary(terminalreporter) -> None:
     if TEST_ARTIFACTS.is_dir() and any(TEST_ARTIFACTS.rglob("*.png")):
         terminalreporter.write_line(f"test artifacts (screenshots): {TEST_ARTIFACTS}")
+
+
+def pytest_unconfigure(config) -> None:
+    """The session's folder goes when the run ends (workspaces, Ray's and Prefect's state: hundreds
+    of MB over many runs), all but the test artifacts the summary named."""
+    import shutil
+
+    for path in _SESSION_DIR.iterdir():
+        if path == TEST_ARTIFACTS and any(path.rglob("*.png")):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        _SESSION_DIR.rmdir()  # empty unless artifacts are kept

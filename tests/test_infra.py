@@ -4,10 +4,12 @@ ports match what the project runs and tests, every published port is on the loop
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from importlib import metadata
 
+import pytest
 import yaml
 from services import REPO
 
@@ -18,7 +20,8 @@ INFRA = REPO / "infra"
 # Read by the libraries themselves (Ray, MLflow's server, MinIO, PostgreSQL, Prefect's server, botocore)
 LIBRARY_VARIABLES = {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "AWS_ACCESS_KEY_ID",
                      "AWS_SECRET_ACCESS_KEY", "POSTGRES_USER", "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
-                     "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_UI_API_URL"}
+                     "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_UI_API_URL",
+                     *ObjectStoreSettings().boto_environment()}
 
 
 def setting_names(model) -> set[str]:
@@ -78,6 +81,8 @@ def test_compose_services_pin_the_installed_versions_and_publish_on_the_loopback
         names = set(service.get("environment", {}))
         assert names <= SETTINGS | LIBRARY_VARIABLES, (name, names - SETTINGS - LIBRARY_VARIABLES)
     command = services["mlflow"]["command"]
+    for package in ("psycopg2-binary", "boto3"):  # what the image lacks, installed at start: the versions the tests ran
+        assert f"{package}=={metadata.version(package)}" in command, package
     assert "--backend-store-uri postgresql+psycopg2://" in command  # the driver the tests use (local_cluster.Postgres)
     assert "--artifacts-destination s3://" in command
     databases = set(re.findall(r"CREATE DATABASE (\w+);", (INFRA / "services/init-databases.sql").read_text()))
@@ -123,8 +128,8 @@ def image_tag(image: str) -> str | None:
 
 
 def names_a_version(image: str) -> bool:
-    """A digest (`name@sha256:...`), or a tag other than `latest`."""
-    return "@sha256:" in image or image_tag(image) not in (None, "", "latest")
+    """A digest (`name@sha256:...`), or a tag with a version number in it (not `latest`, `stable`, `main`)."""
+    return "@sha256:" in image or bool(re.search(r"\d", image_tag(image) or ""))
 
 
 def test_every_image_in_infra_names_a_version():
@@ -140,6 +145,35 @@ def test_every_image_in_infra_names_a_version():
 
 
 def test_an_untagged_or_latest_image_is_refused():
-    refused = ["registry.internal:5000/millivid", "minio/minio:latest", "postgres"]
+    refused = ["registry.internal:5000/millivid", "minio/minio:latest", "postgres", "postgres:stable", "millivid:main"]
     accepted = ["postgres:16", "ghcr.io/mlflow/mlflow:v3.17.2", "registry.internal:5000/millivid:0.1.0", "millivid@sha256:ab12"]
-    assert [names_a_version(image) for image in refused + accepted] == [False] * 3 + [True] * 4
+    assert [names_a_version(image) for image in refused + accepted] == [False] * 5 + [True] * 4
+
+
+def test_compose_runs_the_postgresql_and_the_retry_settings_the_tests_use():
+    from millivid_platform.local_cluster import postgres_bin
+
+    services = load("services/compose.yaml")["services"]
+    try:
+        tested = subprocess.run([str(postgres_bin() / "postgres"), "--version"], capture_output=True, text=True,
+                                check=True).stdout.split()[2]
+    except FileNotFoundError:
+        pytest.skip("no PostgreSQL server installed here to compare with")
+    assert image_tag(services["postgres"]["image"]) == tested
+    mlflow_env = services["mlflow"]["environment"]
+    assert {key: str(mlflow_env[key]) for key in ("AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS")} == ObjectStoreSettings().boto_environment()
+
+
+def test_ray_workers_get_what_they_need_to_reach_the_services(monkeypatch):
+    """Rank 0 logs to MLflow and every rank reads and writes the object store: the driver's settings
+    for both, credentials for an authenticating proxy included, travel to the workers."""
+    from millivid_platform.compute import worker_env
+
+    given = {"MLFLOW_TRACKING_URI": "https://mlflow.internal", "MLFLOW_TRACKING_TOKEN": "t0ken",
+             "MILLIVID_STORAGE_ROOT": "s3://bucket/storage", "AWS_ENDPOINT_URL": "http://minio.internal:9000",
+             "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret", "MILLIVID_OBJECT_STORE_MAX_ATTEMPTS": "7"}
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("UNRELATED_SECRET", "no")
+    env = worker_env()
+    assert given.items() <= env.items() and "UNRELATED_SECRET" not in env

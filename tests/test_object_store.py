@@ -83,8 +83,12 @@ def backoff_bound(retry: int) -> float:
 
 def test_a_store_down_for_a_while_is_waited_for_with_backoff_then_the_write_goes_through(store, monkeypatch, caplog):
     """Down for 3 s (plus moto's start): the write's first request is retried with growing waits
-    and the write completes once the store is back, within the budget; no error reaches the caller."""
-    use_store(monkeypatch, store, max_attempts=8)
+    and the write completes once the store is back, within the budget; no error reaches the caller.
+
+    The waits are botocore's (standard mode: random below a bound that doubles): the test checks the
+    client runs that policy with the project's budget, that each wait stayed under its bound and was
+    slept; a policy of fixed waits below the bounds would pass the timing checks alone."""
+    fs = use_store(monkeypatch, store, max_attempts=8)
     uri = f"s3://{BUCKET}/outputs/state.json"
     watch_requests(caplog)
     restart_times: list[float] = []  # when the new server started, when it was accepting connections
@@ -103,6 +107,7 @@ def test_a_store_down_for_a_while_is_waited_for_with_backoff_then_the_write_goes
     finally:
         restart.join()
     assert storage.read_json(uri) == {"step": 3}
+    assert fs.s3.meta.config.retries == {"total_max_attempts": 8, "mode": "standard"}  # the policy, with our budget
 
     delays = retry_delays(caplog)
     # 3 s down, and moto takes a while to start: the first two attempts (at 0 and <= 1 s) fail at least
@@ -115,6 +120,15 @@ def test_a_store_down_for_a_while_is_waited_for_with_backoff_then_the_write_goes
     last_failed, first_through = sent[len(delays) - 1], sent[len(delays)]
     starting, up = restart_times
     assert last_failed < up and first_through > starting, (sent, restart_times)  # tries failed while down; one after the restart went through
+
+
+def test_a_storage_root_in_a_missing_bucket_fails_at_the_start_naming_it(store, monkeypatch):
+    use_store(monkeypatch, store, max_attempts=3)
+    root = "s3://typo-bucket/storage"
+    with pytest.raises(FileNotFoundError, match=f"MILLIVID_STORAGE_ROOT={root}: bucket 'typo-bucket' does not exist "
+                                                f"on the object store at {store.endpoint}"):
+        object_store.check_reachable(root)
+    object_store.check_reachable(f"s3://{BUCKET}/storage")  # the bucket that is there
 
 
 def test_a_store_that_stays_down_fails_after_the_budget_with_one_error_naming_it(store, monkeypatch, caplog):
