@@ -134,22 +134,38 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> ExperimentCo
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, origin)) from None
+        raise ConfigError(describe_validation_error(err, origin, raw)) from None
 
 
-def describe_validation_error(err: ValidationError, origin: str = "config") -> str:
+def describe_validation_error(err: ValidationError, origin: str = "config", raw: Any = None) -> str:
+    """One line per problem, each naming its field as the user wrote it (`raw`, the validated input,
+    when given: then a union member's tag that pydantic puts in the location is left out)."""
     lines = [f"{origin}: {err.error_count()} invalid value(s)"]
     for problem in err.errors():
         if not problem["loc"]:  # a check across fields: its message names them
             lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
             continue
-        field = ".".join(str(part) for part in problem["loc"])
+        field = written_path(problem["loc"], raw)
         value = problem.get("input")
         shown = "(missing)" if problem["type"] == "missing" else repr(value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"  field '{field}': got {shown}; expected: {problem['msg']}")
     return "\n".join(lines)
+
+
+def written_path(loc: tuple[Any, ...], raw: Any) -> str:
+    """A validation error's location as a dotted path of the keys in `raw`: a part that is no key of
+    the input there while the next one is, is the tag of a discriminated union's member
+    (`diffusion.methods.fast.full_res.frames` -> `diffusion.methods.fast.frames`)."""
+    parts, node = [], raw
+    for index, part in enumerate(loc):
+        following = loc[index + 1] if index + 1 < len(loc) else None
+        if isinstance(node, dict) and part not in node and following in node:
+            continue
+        parts.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

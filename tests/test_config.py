@@ -33,6 +33,14 @@ def test_bad_value_names_field_value_and_expectation():
     assert "autoencoder.model.width" in message and "'abc'" in message and "integer" in message
 
 
+def test_a_schedule_field_is_named_as_written_without_its_kind():
+    """pydantic puts a union member's tag in the location (diffusion.methods.fast.full_res.frames)."""
+    with pytest.raises(ConfigError, match=r"field 'diffusion\.methods\.fast\.frames': got 1;"):
+        load_config("smoke", ["diffusion.methods.fast={kind: full_res, frames: 1}"])
+    with pytest.raises(ConfigError, match=r"field 'diffusion\.methods\.millivid\.windows': got \[4, 1\];"):
+        load_config("smoke", ["diffusion.methods.millivid.windows=[4, 1]"])
+
+
 def test_unknown_field_is_rejected_by_name():
     with pytest.raises(ConfigError, match="autoencoder.model.widht"):
         load_config("smoke", ["autoencoder.model.widht=64"])

@@ -121,7 +121,7 @@ def validated(kind: Any, raw: dict[str, Any], origin: str) -> Any:
     try:
         return TypeAdapter(kind).validate_python(raw)
     except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, origin)) from None
+        raise ConfigError(describe_validation_error(err, origin, raw)) from None
 
 
 def chosen_schedule(config: ExperimentConfig, name: str, overrides: list[str]) -> tuple[ScheduleConfig, LevelOverrides]:
