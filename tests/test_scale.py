@@ -127,20 +127,23 @@ def assert_overlap(cli_run, worker_run) -> None:
 
 def test_a_cli_pipeline_and_a_worker_deployment_at_once_train_on_both_nodes_and_hand_over_s3_uris(cluster, tmp_path, monkeypatch):
     """At once: `millivid pipeline` from the command line, and prefect.yaml's train-autoencoder
-    deployment run by a Prefect worker (Prefect server on PostgreSQL) — each training the autoencoder
+    deployment run by a Prefect worker (both flow runs on one Prefect server on PostgreSQL) — each training the autoencoder
     with 2 workers on the Ray cluster. MLflow on PostgreSQL gets every step of both once; the ranks ran
     on different nodes; every output is an s3:// URI. The two trainings run one after the other
     (each needs both 1-CPU nodes), the two pipeline runs overlap in time."""
     with prefect_worker(cluster, tmp_path) as env:
-        from_cli = pipeline(cluster, "compute.workers=2")  # started once the worker is up, so that both run at once
+        # started once the worker is up, so that both run at once; its flow run is on the same Prefect server
+        from_cli = pipeline(cluster, "compute.workers=2", env={"PREFECT_API_URL": env["PREFECT_API_URL"]})
         flow_run = prefect_client(env, "run", "train-autoencoder/train-autoencoder",
                                   json.dumps({"params": {"preset": "smoke", "overrides": ["compute.workers=2", "autoencoder.train.lr=2e-3"]}}))
     assert flow_run["state"] == "COMPLETED", (flow_run, (tmp_path / "prefect-worker.log").read_text()[-3000:])
     from_worker = stage_runs_of_flow_run(cluster, flow_run["id"])
     assert set(from_worker) >= {"data", "autoencoder"}, from_worker
     cli_result = finished(from_cli)
-    assert_overlap(parent_run(cluster, stage(cli_result, "autoencoder")["run_id"]),
-                   parent_run(cluster, from_worker["autoencoder"].info.run_id))
+    cli_parent = parent_run(cluster, stage(cli_result, "autoencoder")["run_id"])
+    assert_overlap(cli_parent, parent_run(cluster, from_worker["autoencoder"].info.run_id))
+    server_ui = env["PREFECT_API_URL"].removesuffix("/api")
+    assert cli_parent.data.tags["millivid.prefect_flow_run_url"].startswith(f"{server_ui}/runs/flow-run/"), cli_parent.data.tags
     outputs = {("cli", name): stage(cli_result, name)["outputs"] for name in ("data", "autoencoder")}
     outputs |= {("worker", name): json.loads(from_worker[name].data.tags["millivid.outputs"]) for name in ("data", "autoencoder")}
     monkeypatch.setenv("AWS_ENDPOINT_URL", cluster.store.endpoint)
