@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
 from millivid.ae.config import AutoencoderConfig
@@ -101,12 +101,14 @@ class ExperimentConfig(Frozen):
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> ExperimentConfig:
         """A copy; with `update`, validated as a loaded config is (pydantic's copy would skip that and
-        keep the original's schedules): its checks run again and its schedules are rebuilt.
+        keep the original's schedules): every section's fields and checks again, from plain values
+        (an updated section made with its own `model_copy` skipped its checks), and new schedules.
 
         Raises pydantic's ValidationError when the updated config does not hold together."""
         if not update:
             return super().model_copy(deep=deep)
-        return type(self).model_validate({**dict(self), **update})
+        plain = {key: value.model_dump() if isinstance(value, BaseModel) else value for key, value in update.items()}
+        return type(self).model_validate({**self.model_dump(), **plain})
 
 
 def load_config(source: str | Path = "smoke", overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -156,12 +158,12 @@ def describe_validation_error(err: ValidationError, origin: str = "config", raw:
 
 def written_path(loc: tuple[Any, ...], raw: Any) -> str:
     """A validation error's location as a dotted path of the keys in `raw`: a part that is no key of
-    the input there while the next one is, is the tag of a discriminated union's member
-    (`diffusion.methods.fast.full_res.frames` -> `diffusion.methods.fast.frames`)."""
+    the input there while the next one is (or that is the input's `kind`) is the tag of a
+    discriminated union's member (`diffusion.methods.fast.full_res.frames` -> `diffusion.methods.fast.frames`)."""
     parts, node = [], raw
     for index, part in enumerate(loc):
         following = loc[index + 1] if index + 1 < len(loc) else None
-        if isinstance(node, dict) and part not in node and following in node:
+        if isinstance(node, dict) and part not in node and (following in node or part == node.get("kind")):
             continue
         parts.append(str(part))
         node = node.get(part) if isinstance(node, dict) else None

@@ -70,22 +70,28 @@ def atomic_open(uri: str, mode: str = "wb") -> Iterator[IO[Any]]:
 @contextlib.contextmanager
 def object_upload(fs: fsspec.AbstractFileSystem, path: str, mode: str) -> Iterator[IO[Any]]:
     """An object store's file whose object appears only when the block finishes: opened with
-    fsspec's `autocommit=False`, its upload is completed by `commit()` after the block, and thrown
-    away by `discard()` when the block raises (s3fs aborts the multipart upload; nothing was PUT).
-    An upload left unfinished by a killed writer is invisible to readers (the bucket's lifecycle
-    rule aborts it)."""
+    fsspec's `autocommit=False`, its upload is completed by `commit()` after the block; when the
+    block (or the upload) raises, it is abandoned (`abandon`). An upload left unfinished by a killed
+    writer is invisible to readers (the bucket's lifecycle rule aborts it)."""
     raw = fs.open(path, "wb", autocommit=False)
     handle = io.TextIOWrapper(raw, encoding="utf-8") if mode == "w" else raw
     try:
         yield handle
         handle.close()  # uploads what is buffered; a text handle flushes into `raw` first
+        raw.commit()
     except BaseException:
-        with contextlib.suppress(Exception):  # the store may be what failed
-            handle.close()
-        with contextlib.suppress(Exception):
-            raw.discard()
+        abandon(raw)
         raise
-    raw.commit()
+
+
+def abandon(raw: Any) -> None:
+    """Throw an unfinished upload away without sending what is still buffered: `discard()` aborts a
+    multipart upload already begun (s3fs), and the file is marked closed so that neither `close()`
+    nor its finalizer uploads the buffer (and a text wrapper around it flushes nothing). With the
+    store down, the abort costs one more retry budget before the block's error goes on."""
+    with contextlib.suppress(Exception):  # the store may be what failed
+        raw.discard()
+    raw.closed = True
 
 
 def write_bytes(uri: str, data: bytes) -> None:

@@ -67,20 +67,25 @@ class Process:
 
 def start(name: str, command: list[str], folder: Path, env: dict[str, str] | None = None) -> Process:
     log = folder / f"{name}.log"
-    popen = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                             env={**os.environ, **(env or {})})
+    with log.open("w") as output:  # the child keeps its own copy of the descriptor
+        popen = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, **(env or {})})
     return Process(name, popen, log)
 
 
 def wait_for(ready, process: Process, what: str, timeout: float = 180.0) -> None:
+    """Return once `ready()` is true; if `process` exits first or `timeout` s pass, stop it (its
+    caller never gets hold of it) and raise with the end of its log."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.popen.poll() is not None:
+            process.stop()
             raise RuntimeError(f"{process.name} exited ({process.popen.returncode}) before {what}:\n{process.tail()}")
         with contextlib.suppress(OSError):
             if ready():
                 return
         time.sleep(0.5)
+    process.stop()
     raise TimeoutError(f"{process.name}: no {what} within {timeout:.0f} s:\n{process.tail()}")
 
 

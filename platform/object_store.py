@@ -115,12 +115,16 @@ def diagnosed(uri: str) -> Iterator[None]:
 
 def check_reachable(root: str) -> None:
     """Before a pipeline starts: list the storage root's bucket, so a store that is down fails in
-    seconds with `ObjectStoreUnavailable`, and a bucket that is not there with FileNotFoundError
-    naming it, instead of deep inside a stage."""
+    seconds with `ObjectStoreUnavailable`, a bucket that is not there with FileNotFoundError and
+    missing or refused credentials with PermissionError, each naming the root and what to check,
+    instead of deep inside a stage."""
     if not is_object_store(root):
         return
+    from botocore.exceptions import NoCredentialsError
+
     from millivid.storage import filesystem
 
+    store = f"the object store at {ObjectStoreSettings().describe()} ({ENDPOINT_VARIABLE})"
     with diagnosed(root):
         fs, path = filesystem(root)
         bucket = path.split("/", 1)[0]
@@ -128,6 +132,11 @@ def check_reachable(root: str) -> None:
             fs.ls(bucket, refresh=True)
         except FileNotFoundError as err:
             raise FileNotFoundError(
-                f"MILLIVID_STORAGE_ROOT={root}: bucket {bucket!r} does not exist on the object store at "
-                f"{ObjectStoreSettings().describe()} ({ENDPOINT_VARIABLE}); create it, or name an existing one ({err})"
+                f"MILLIVID_STORAGE_ROOT={root}: bucket {bucket!r} does not exist on {store}; "
+                f"create it, or name an existing one ({err})"
+            ) from err
+        except (NoCredentialsError, PermissionError) as err:
+            raise PermissionError(
+                f"MILLIVID_STORAGE_ROOT={root}: {store} refused to list bucket {bucket!r}; check AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY (or the machine's role) and that they may list and write it ({err})"
             ) from err

@@ -81,8 +81,9 @@ def preset_methods() -> tuple[str, ...]:
 
 
 def offer_preset_methods(schema: dict[str, Any]) -> None:
-    """The form's choices of methods: the presets' (`preset_methods`), read when a schema is made
-    (Prefect serving or deploying the flow), not when this module is imported."""
+    """The form's choices of methods: the presets' (`preset_methods`, read once per process), when a
+    schema is made — Prefect makes the flows' when they are defined (importing `millivid_flows`), the
+    command line's parser never."""
     schema["items"] = {"type": "string", "enum": list(preset_methods())}
 
 

@@ -165,11 +165,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(f"test artifacts (screenshots): {TEST_ARTIFACTS}")
 
 
-def pytest_unconfigure(config) -> None:
-    """The session's folder goes when the run ends (workspaces, Ray's and Prefect's state: hundreds
-    of MB over many runs), all but the test artifacts the summary named."""
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """The session's folder goes when the run passed (workspaces, Ray's and Prefect's state: hundreds
+    of MB over many runs), all but the test artifacts the summary names; after a failure it stays,
+    with the logs to look at."""
     import shutil
 
+    if exitstatus != 0 or not _SESSION_DIR.is_dir():
+        return
     for path in _SESSION_DIR.iterdir():
         if path == TEST_ARTIFACTS and any(path.rglob("*.png")):
             continue

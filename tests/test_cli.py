@@ -133,7 +133,8 @@ def test_overrides_may_follow_options_after_a_command_s_other_positionals(capsys
 
     args = parse(["schedule", "describe", "millivid", "--config", "cpu", "windows=[1,4,16]", "extra_budget=8"])
     assert (args.name, args.config, args.overrides) == ("millivid", "cpu", ["windows=[1,4,16]", "extra_budget=8"])
-    assert parse(["pipeline", "eval.bootstrap=60", "--until", "data"]).overrides == ["eval.bootstrap=60"]
+    for argv in (["pipeline", "eval.bootstrap=60", "--until", "data"], ["pipeline", "--until", "data", "eval.bootstrap=60"]):
+        assert parse(argv).overrides == ["eval.bootstrap=60"], argv
     for stray in (["--bogus"], ["notanoverride"]):
         with pytest.raises(SystemExit) as exit_status:
             parse(["schedule", "describe", "millivid", "--config", "cpu", *stray])

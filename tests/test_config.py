@@ -192,6 +192,10 @@ def test_a_changed_copy_is_validated_and_gets_its_own_schedules():
     with pytest.raises(ValidationError, match="eval.fvd_chunk / eval.rollout"):
         config.model_copy(update={"eval": config.eval.model_copy(update={"fvd_chunk": config.eval.rollout + 1})})
     assert config.model_copy().schedules["millivid"] is config.schedules["millivid"]  # a plain copy keeps them
+    bad = config.diffusion.methods["millivid"].model_copy(update={"windows": (4, 1)})  # model_copy checks nothing
+    unchecked = config.diffusion.model_copy(update={"methods": {"millivid": bad}})
+    with pytest.raises(ValidationError, match="whole multiple"):  # the section's own checks run too
+        config.model_copy(update={"diffusion": unchecked})
 
 
 @pytest.mark.parametrize(

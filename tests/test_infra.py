@@ -150,8 +150,10 @@ def test_an_untagged_or_latest_image_is_refused():
     assert [names_a_version(image) for image in refused + accepted] == [False] * 5 + [True] * 4
 
 
-def test_compose_runs_the_postgresql_and_the_retry_settings_the_tests_use():
+def test_compose_runs_the_postgresql_and_the_retry_settings_the_tests_use(monkeypatch):
     from millivid_platform.local_cluster import postgres_bin
+
+    monkeypatch.delenv("MILLIVID_OBJECT_STORE_MAX_ATTEMPTS", raising=False)  # compose has the default budget
 
     services = load("services/compose.yaml")["services"]
     try:

@@ -131,6 +131,20 @@ def test_a_storage_root_in_a_missing_bucket_fails_at_the_start_naming_it(store, 
     object_store.check_reachable(f"s3://{BUCKET}/storage")  # the bucket that is there
 
 
+def test_a_storage_root_without_credentials_fails_at_the_start_naming_what_to_set(store, monkeypatch, tmp_path):
+    use_store(monkeypatch, store, max_attempts=3)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))  # nor a profile of this machine's
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()
+    root = f"s3://{BUCKET}/storage"
+    with pytest.raises(PermissionError, match=f"MILLIVID_STORAGE_ROOT={root}: .* refused to list bucket '{BUCKET}'; "
+                                              "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        object_store.check_reachable(root)
+
+
 def test_a_store_that_stays_down_fails_after_the_budget_with_one_error_naming_it(store, monkeypatch, caplog):
     """The store goes away in the middle of a multipart write and does not come back: the write
     fails after MILLIVID_OBJECT_STORE_MAX_ATTEMPTS attempts with `ObjectStoreUnavailable` naming the
@@ -155,16 +169,18 @@ def test_a_store_that_stays_down_fails_after_the_budget_with_one_error_naming_it
     assert all(delay <= backoff_bound(retry) for retry, delay in enumerate(delays, start=1)), delays
 
 
-@pytest.mark.parametrize("size", [1000, 2 * PART + 1], ids=["one-request", "multipart"])
+@pytest.mark.parametrize("size", [1000, 2 * PART + 1], ids=["one-part", "multipart"])
 def test_a_write_that_fails_half_way_leaves_no_object_at_its_key(store, monkeypatch, size):
     """The code writing an object raises half-way (a serializer's error, a full buffer, Ctrl-C):
-    nothing appears at the key, neither a truncated object nor a listing entry."""
+    nothing appears at the key, neither a truncated object nor a listing entry, and the upload is
+    aborted (no unfinished multipart upload left), what was still buffered never sent."""
     fs = use_store(monkeypatch, store, max_attempts=3)
     uri = f"s3://{BUCKET}/models/model.pt"
     with pytest.raises(RuntimeError, match="serializer failed"), storage.atomic_open(uri) as handle:
         handle.write(os.urandom(size))
         raise RuntimeError("serializer failed")
     assert fs.find(BUCKET, refresh=True) == [], f"{uri}: {fs.size(uri)} of the {size} bytes written were published"
+    assert fs.call_s3("list_multipart_uploads", Bucket=BUCKET).get("Uploads", []) == []
 
 
 WRITER = """

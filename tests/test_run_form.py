@@ -65,9 +65,9 @@ def test_the_command_line_loads_no_configuration_before_the_run_s_own(tmp_path):
         "loads = []\n"
         "real = c.validate_config\n"
         "c.validate_config = lambda *a, **k: loads.append(k.get('origin')) or real(*a, **k)\n"
-        "from millivid_cli.main import build_parser\n"
+        "from millivid_cli.main import parse\n"
         "from millivid_cli.commands.pipeline import params_from_args\n"
-        "params_from_args(build_parser().parse_args(['pipeline', '--until', 'data']))\n"
+        "params_from_args(parse(['pipeline', '--until', 'data']))\n"
         "print(len(loads))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)

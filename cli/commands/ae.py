@@ -8,6 +8,7 @@ from typing import Any
 
 from millivid_cli.commands.pipeline import add_flow_arguments
 from millivid_cli.main import CommandError, add_config_arguments, config_from_args, emit
+from millivid_platform.pipeline import STAGES
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     ):
         command = sub.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(command)
-        command.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="stages to redo even when cached")
+        command.add_argument("--force", nargs="+", default=[], choices=[*STAGES, "all"], metavar="STAGE",
+                             help=f"stages to redo even when cached ({', '.join(STAGES)}, all)")
         add_flow_arguments(command)
         command.set_defaults(handler=run_flow, until=until, methods=None)
     evaluate = sub.add_parser("eval", help="per-level PSNR/SSIM/LPIPS of trained autoencoders",

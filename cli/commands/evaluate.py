@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from millivid_cli.main import CommandError, add_config_arguments, config_from_args, emit
+from millivid_platform.pipeline import STAGES
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +15,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=RUN_OR_PATH",
                         help="evaluate these rollout models (MLflow run id or model.pt URI) instead of training the "
                              "config's methods; repeat to compare; they must share one autoencoder")
-    parser.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="stages to redo even when cached")
+    parser.add_argument("--force", nargs="+", default=[], choices=[*STAGES, "all"], metavar="STAGE",
+                        help=f"stages to redo even when cached ({', '.join(STAGES)}, all)")
     parser.add_argument("--json", action="store_true", help="print the evaluation summary as one JSON object")
     parser.set_defaults(handler=run)
 
