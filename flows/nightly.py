@@ -7,17 +7,17 @@ from typing import Any, Literal
 
 from prefect import flow
 from prefect.states import Failed, State
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from millivid_dashboards import report_stage
 from millivid_flows import run_page
 from millivid_flows.pipeline import run_label, run_until
 from millivid_platform import regression
-from millivid_platform.pipeline import Override, PipelineParams
+from millivid_platform.pipeline import CheckedCopies, Override, PipelineParams
 from millivid_platform.settings import load_settings
 
 
-class RegressionParams(BaseModel):
+class RegressionParams(CheckedCopies):
     """The preset's fixed test examples and seeds, evaluated with the current code and compared with the baseline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -19,8 +19,8 @@ import re
 import time
 import types
 import typing
-from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -92,7 +92,18 @@ def offer_preset_methods(schema: dict[str, Any]) -> None:
 Override = Annotated[str, WithJsonSchema({"type": "string", "pattern": config_key_pattern()})]
 
 
-class PipelineParams(BaseModel):
+class CheckedCopies(BaseModel):
+    """Run forms whose validator resolves what the fields stand for into a private attribute:
+    a copy with `update` is made and checked anew, so it resolves its own (pydantic's copy would
+    keep the original's, and run no check)."""
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        if not update:
+            return super().model_copy(deep=deep)
+        return type(self).model_validate({**dict(self), **update})
+
+
+class PipelineParams(CheckedCopies):
     """Which experiment to run, and how."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

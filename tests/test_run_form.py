@@ -74,6 +74,20 @@ def test_the_command_line_loads_no_configuration_before_the_run_s_own(tmp_path):
     assert out.stdout.split() == ["1"], out.stdout
 
 
+def test_a_changed_copy_resolves_its_own_configuration():
+    params = PipelineParams(overrides=["eval.bootstrap=60"])
+    changed = params.model_copy(update={"overrides": ["eval.bootstrap=70"]})
+    assert (params.resolve().eval.bootstrap, changed.resolve().eval.bootstrap) == (60, 70)
+    with pytest.raises(ValidationError, match="'nope' not in diffusion.methods"):
+        params.model_copy(update={"methods": ["nope"]})
+    assert params.model_copy().resolve() is params.resolve()
+
+    from millivid_flows.nightly import RegressionParams
+
+    nightly = RegressionParams(overrides=["eval.bootstrap=60"]).model_copy(update={"overrides": ["eval.bootstrap=70"]})
+    assert nightly.pipeline.resolve().eval.bootstrap == 70
+
+
 def test_the_form_offers_stages_and_methods_and_only_configuration_keys():
     from millivid_flows.nightly import RegressionParams
 
