@@ -85,9 +85,7 @@ def run_until(params: PipelineParams, until: Stage, run_name: str) -> dict[str, 
     MLflow parent run; returns each stage's outputs (`stage_walk.walk_stages`) and the run's ids."""
     with open_pipeline(load_settings(), params, run_name) as (ctx, config):
         preflight.check_config(config, until, params.methods)
-        results = walk_stages(ctx, config, params, until, TASK_STEPS)
-    return {**results, "pipeline_run_id": ctx.parent_run_id, "experiment_id": ctx.experiment_id,
-            "config_name": config.name}
+        return walk_stages(ctx, config, params, until, TASK_STEPS)
 
 
 def run_flow(params: PipelineParams, until: Stage, flow_name: str) -> dict[str, Any] | State:

@@ -53,7 +53,8 @@ class StageSteps:
 def walk_stages(ctx: PipelineContext, config: ExperimentConfig, params: PipelineParams, until: Stage,
                 steps: StageSteps) -> dict[str, Any]:
     """Run `steps` from data up to and including `until`; returns each stage's result by stage
-    (`autoencoder` by variant, `diffusion` by method) and the headline `metrics` once evaluated.
+    (`autoencoder` by variant, `diffusion` by method), the headline `metrics` once evaluated, and the
+    pipeline's `pipeline_run_id` (None when probing), `experiment_id` and `config_name`.
 
     Raises preflight's ConfigError when the dataset does not fit the config (before any training),
     and, with a probing context, `stages.CacheMiss` at the first stage that would do work.
@@ -76,7 +77,7 @@ def walk_stages(ctx: PipelineContext, config: ExperimentConfig, params: Pipeline
         results["metrics"] = log_headline_metrics(ctx, results["evaluate"], list(results["diffusion"]))
     if last >= STAGES.index("report"):
         results["report"] = steps.report(ctx, config, results)
-    return results
+    return {**results, "pipeline_run_id": ctx.parent_run_id, "experiment_id": ctx.experiment_id, "config_name": config.name}
 
 
 def stage_results(results: dict[str, Any]) -> list[StageResult]:

@@ -122,8 +122,7 @@ def probe_stages(settings: PlatformSettings, params: PipelineParams, until: str)
     from millivid_platform.stage_walk import StageSteps, walk_stages
 
     ctx, config = probe_context(settings, params)
-    results = walk_stages(ctx, config, params, until, StageSteps.direct(report=report_stage.run))
-    return {**results, "pipeline_run_id": None, "experiment_id": ctx.experiment_id, "config_name": config.name}
+    return walk_stages(ctx, config, params, until, StageSteps.direct(report=report_stage.run))
 
 
 def print_results(args: argparse.Namespace, results: dict[str, Any], started: float, work_needed: bool) -> None:
