@@ -134,12 +134,17 @@ def test_a_cli_pipeline_and_a_worker_deployment_at_once_train_on_both_nodes_and_
     with prefect_worker(cluster, tmp_path) as env:
         # started once the worker is up, so that both run at once; its flow run is on the same Prefect server
         from_cli = pipeline(cluster, "compute.workers=2", env={"PREFECT_API_URL": env["PREFECT_API_URL"]})
-        flow_run = prefect_client(env, "run", "train-autoencoder/train-autoencoder",
-                                  json.dumps({"params": {"preset": "smoke", "overrides": ["compute.workers=2", "autoencoder.train.lr=2e-3"]}}))
+        try:
+            flow_run = prefect_client(env, "run", "train-autoencoder/train-autoencoder",
+                                      json.dumps({"params": {"preset": "smoke", "overrides": ["compute.workers=2", "autoencoder.train.lr=2e-3"]}}))
+            # the command line's flow run reports to this Prefect server until it ends: wait for it before the server stops
+            cli_result = finished(from_cli)
+        finally:
+            if from_cli.poll() is None:
+                from_cli.kill()
     assert flow_run["state"] == "COMPLETED", (flow_run, (tmp_path / "prefect-worker.log").read_text()[-3000:])
     from_worker = stage_runs_of_flow_run(cluster, flow_run["id"])
     assert set(from_worker) >= {"data", "autoencoder"}, from_worker
-    cli_result = finished(from_cli)
     cli_parent = parent_run(cluster, stage(cli_result, "autoencoder")["run_id"])
     assert_overlap(cli_parent, parent_run(cluster, from_worker["autoencoder"].info.run_id))
     server_ui = env["PREFECT_API_URL"].removesuffix("/api")
