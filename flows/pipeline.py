@@ -16,13 +16,7 @@ from prefect.states import Cancelled, State
 
 from millivid_dashboards import report_stage
 from millivid_flows import run_page
-from millivid_platform import (
-    autoencoder_stage,
-    data_stage,
-    diffusion_stage,
-    evaluation_stage,
-    preflight,
-)
+from millivid_platform import preflight
 from millivid_platform.pipeline import PipelineParams, Stage, open_pipeline, pause_message
 from millivid_platform.settings import load_settings
 from millivid_platform.stage_walk import StageSteps, walk_stages
@@ -32,6 +26,8 @@ DEFAULT_PARAMS = PipelineParams()
 
 # Results pass between tasks in memory; caching across runs is the platform's (MLflow-backed).
 stage_task = task(cache_policy=NO_CACHE, persist_result=False)
+# The stage functions the tasks run: the same table the command line's cache probe walks.
+STAGE_FUNCTIONS = StageSteps.direct(report=report_stage.run)
 
 
 def announced(ctx: PipelineContext, result: Any) -> Any:
@@ -48,32 +44,32 @@ def run_label() -> str:
 
 @stage_task(name="prepare-data")
 def prepare_data_task(ctx, config) -> StageResult:
-    return announced(ctx, data_stage.run(ctx, config.data))
+    return announced(ctx, STAGE_FUNCTIONS.data(ctx, config))
 
 
 @stage_task(name="train-autoencoder")
 def train_autoencoder_task(ctx, config, data: StageResult) -> dict[str, StageResult]:
-    return announced(ctx, autoencoder_stage.train(ctx, config, data))
+    return announced(ctx, STAGE_FUNCTIONS.autoencoder(ctx, config, data))
 
 
 @stage_task(name="encode-latents")
 def encode_task(ctx, config, data: StageResult, autoencoder: StageResult) -> StageResult:
-    return announced(ctx, autoencoder_stage.encode(ctx, config, data, autoencoder))
+    return announced(ctx, STAGE_FUNCTIONS.encode(ctx, config, data, autoencoder))
 
 
 @stage_task(name="train-diffusion", task_run_name="train-diffusion-{method}")
 def train_diffusion_task(ctx, config, method: str, latents: StageResult, autoencoder: StageResult) -> StageResult:
-    return announced(ctx, diffusion_stage.train(ctx, config, method, latents, autoencoder))
+    return announced(ctx, STAGE_FUNCTIONS.diffusion(ctx, config, method, latents, autoencoder))
 
 
 @stage_task(name="evaluate")
 def evaluate_task(ctx, config, data, autoencoder, latents, models: dict[str, StageResult]) -> StageResult:
-    return announced(ctx, evaluation_stage.run(ctx, config, data, autoencoder, latents, models))
+    return announced(ctx, STAGE_FUNCTIONS.evaluate(ctx, config, data, autoencoder, latents, models))
 
 
 @stage_task(name="report")
 def report_task(ctx, config, results: dict[str, Any]) -> StageResult:
-    return announced(ctx, report_stage.run(ctx, config, results))
+    return announced(ctx, STAGE_FUNCTIONS.report(ctx, config, results))
 
 
 TASK_STEPS = StageSteps(data=prepare_data_task, autoencoder=train_autoencoder_task, encode=encode_task,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import tempfile
@@ -13,8 +14,14 @@ import pytest
 from millivid_platform.compute import LOOPBACK_ONLY
 
 # Tests never touch the user's ./workspace or ~/.prefect; set before anything imports Prefect.
+# Each test process has its own session folder: under pytest-xdist (`make test`) the workers
+# inherit the environment the controller set here, and take their own over it.
+_PARENT_SESSION_DIR = os.environ.get("MILLIVID_TESTS_SESSION_DIR")  # the xdist controller's, in a worker
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="millivid-tests-"))
+os.environ["MILLIVID_TESTS_SESSION_DIR"] = str(_SESSION_DIR)
 os.environ["MILLIVID_WORKSPACE"] = str(_SESSION_DIR / "workspace")
+if _PARENT_SESSION_DIR and os.environ.get("PREFECT_HOME", "").startswith(_PARENT_SESSION_DIR):
+    del os.environ["PREFECT_HOME"]  # the controller's; a PREFECT_HOME the user set is kept
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -24,6 +31,11 @@ os.environ.pop("PREFECT_API_URL", None)
 # any other cluster on the machine may have written): the tests' clusters keep theirs here.
 os.environ["RAY_TMPDIR"] = str(_SESSION_DIR)
 os.environ.update(LOOPBACK_ONLY)  # as ensure_ray does, but before any test imports ray
+# Test processes of `make test` share the cores (pytest-xdist): torch's CPU kernels, here and in
+# the commands tests start, get their share of threads, not each all of them (set before torch loads).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
 # Ray workers inherit the environment of the local cluster: let them import test modules
 # (pytest imports tests/test_x.py as module `test_x`), so tasks defined in tests unpickle there.
 _TESTS = str(Path(__file__).resolve().parent)
@@ -148,8 +160,9 @@ def smoke_workspace(tmp_path_factory, ray_session, prefect_harness) -> Path:
 
 
 # Screenshots and other files a person looks at after the run: MILLIVID_TEST_ARTIFACTS or a folder
-# of the session's; the summary at the end of the run names it.
-TEST_ARTIFACTS = Path(os.environ.get("MILLIVID_TEST_ARTIFACTS") or _SESSION_DIR / "artifacts")
+# of the session's (the controller's, which xdist workers inherit); the summary at the end of the run names it.
+os.environ.setdefault("MILLIVID_TEST_ARTIFACTS", str(_SESSION_DIR / "artifacts"))
+TEST_ARTIFACTS = Path(os.environ["MILLIVID_TEST_ARTIFACTS"])
 
 
 @pytest.fixture
@@ -158,6 +171,38 @@ def test_artifacts(request: pytest.FixtureRequest) -> Path:
     folder = TEST_ARTIFACTS / request.node.name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# The test files that use the session's smoke workspace (a whole pipeline): `make test` runs them in
+# one process, so that it is made once. Checked against the tests' fixtures at collection.
+SMOKE_WORKSPACE_FILES = frozenset({"test_cached_pipeline.py", "test_cli_commands.py", "test_report_site.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with the most slow tests first, each file's tests in their own order: `make test`
+    hands whole files to two processes in this order, so the long ones start early rather than one
+    of them running alone at the end."""
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: a file's tests keep their order
+    using = {item.path.name for item in items if "smoke_workspace" in item.fixturenames}
+    if not using <= SMOKE_WORKSPACE_FILES:
+        raise pytest.UsageError(f"tests/conftest.py: add {sorted(using - SMOKE_WORKSPACE_FILES)} to SMOKE_WORKSPACE_FILES "
+                                "(they use the smoke_workspace fixture)")
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown to a run with `-p no:xdist`
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile` (make test), with the files of SMOKE_WORKSPACE_FILES as one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesSharingTheSmokeWorkspace(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "smoke_workspace" if Path(file).name in SMOKE_WORKSPACE_FILES else file
+
+    return FilesSharingTheSmokeWorkspace(config, log)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
