@@ -190,19 +190,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                                 "(they use the smoke_workspace fixture)")
 
 
+def work_unit(nodeid: str) -> str:
+    """What `make test` hands one test process at a time: the test's file, or "smoke_workspace" for
+    the files of SMOKE_WORKSPACE_FILES."""
+    file = nodeid.split("::", 1)[0]
+    return "smoke_workspace" if Path(file).name in SMOKE_WORKSPACE_FILES else file
+
+
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown to a run with `-p no:xdist`
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`--dist loadfile` (make test), with the files of SMOKE_WORKSPACE_FILES as one unit."""
+    """`--dist loadfile` (make test), its units from `work_unit`."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    class FilesSharingTheSmokeWorkspace(LoadFileScheduling):
+    class ByWorkUnit(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            file = nodeid.split("::", 1)[0]
-            return "smoke_workspace" if Path(file).name in SMOKE_WORKSPACE_FILES else file
+            return work_unit(nodeid)
 
-    return FilesSharingTheSmokeWorkspace(config, log)
+    return ByWorkUnit(config, log)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
